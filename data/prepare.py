@@ -1,0 +1,304 @@
+"""Tokenize a data source into train/val uint16 shards, cached and reused.
+
+    python -m data.prepare data=<name> [data.key=value ...]      (same as scripts/prepare_data.py)
+
+Each document becomes ``encode_ordinary(text) + [EOT]`` (so a literal "<|endoftext|>" inside a
+document is plain text, not a separator). Documents go to val when a hash of their text falls below
+``val_fraction``: deterministic, independent of order and of ``num_proc``, and a document that occurs
+twice always lands in the same split, so duplicates cannot leak from train into val. Tokens of each
+split are concatenated and cut into shards of ``shard_tokens`` tokens (a document may straddle two).
+
+The result lives in ``<cache_dir>/<name>-<key>/`` where ``key`` hashes everything that changes the
+tokens (source config, split, shard size, formats, tokenizer; plus the Python version for the embedded
+corpus and size/mtime for local files). It is built in a temp folder and renamed into place, under a
+file lock, so concurrent callers (every rank of a job) wait for one builder and then reuse its output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock, Timeout
+from tqdm import tqdm
+
+from data import sources
+from data.shards import SHARD_VERSION, write_shard
+from data.tokenizer import ENCODER_JSON_SHA256, EOT_ID, VOCAB_BPE_SHA256, gpt2_encoding
+
+log = logging.getLogger(__name__)
+
+PREP_VERSION = 1  # bump when the tokenization or split rule changes: invalidates every cache entry
+DEFAULT_CACHE_DIR = "~/.cache/orthogpt/data"
+CACHE_ENV = "ORTHOGPT_DATA_DIR"
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+_DEFAULTS = {"shard_tokens": 100_000_000, "val_fraction": 0.1, "num_proc": 0, "cache_dir": None,
+             "max_tokens": None, "chunk_docs": 16}
+_SOURCE_KEYS = {
+    "embedded": set(),
+    "hub": {"hf_path", "hf_name", "split", "revision", "streaming", "text_field"},
+    "local": {"paths", "format", "text_field", "text_sample_by"},
+}
+# Keys that only change how fast or where preparation runs, not the tokens: kept out of the cache key.
+_NOT_CONTENT = {"name", "num_proc", "cache_dir", "chunk_docs"}
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    dir: Path
+    train: list[Path]
+    val: list[Path]
+    num_tokens: dict = field(default_factory=dict)  # {"train": int, "val": int}
+    name: str = ""
+
+
+def _as_dict(data_cfg) -> dict:
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(data_cfg, DictConfig):
+            return OmegaConf.to_container(data_cfg, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    if not isinstance(data_cfg, Mapping):
+        raise TypeError(f"data config must be a mapping, got {type(data_cfg).__name__}")
+    return dict(data_cfg)
+
+
+def _validate(cfg: dict) -> dict:
+    source = cfg.get("source")
+    if source not in _SOURCE_KEYS:
+        raise ValueError(f"data.source={source!r}: expected one of {sorted(_SOURCE_KEYS)}")
+    if not cfg.get("name"):
+        raise ValueError("data.name is missing: every data config names itself (used for the cache folder)")
+    allowed = {"name", "source"} | set(_DEFAULTS) | _SOURCE_KEYS[source]
+    unknown = sorted(set(cfg) - allowed)
+    if unknown:
+        raise ValueError(f"data config {cfg['name']!r}: unknown key(s) {unknown} for source={source}; "
+                         f"allowed: {sorted(allowed)}")
+    cfg = {**_DEFAULTS, **cfg}
+    if not isinstance(cfg["shard_tokens"], int) or cfg["shard_tokens"] < 1:
+        raise ValueError(f"data.shard_tokens={cfg['shard_tokens']!r}: expected a positive integer")
+    if not 0.0 <= float(cfg["val_fraction"]) < 1.0:
+        raise ValueError(f"data.val_fraction={cfg['val_fraction']!r}: expected 0 <= val_fraction < 1")
+    if not isinstance(cfg["num_proc"], int) or cfg["num_proc"] < 0:
+        raise ValueError(f"data.num_proc={cfg['num_proc']!r}: expected 0 (one per core) or a positive integer")
+    if cfg["max_tokens"] is not None and (not isinstance(cfg["max_tokens"], int) or cfg["max_tokens"] < 1):
+        raise ValueError(f"data.max_tokens={cfg['max_tokens']!r}: expected null or a positive integer")
+    if source == "hub" and not cfg.get("hf_path"):
+        raise ValueError("data.hf_path is missing: the hub data set to read, e.g. HuggingFaceFW/fineweb-edu")
+    if source == "local":
+        cfg["paths"] = sources.resolve_local_paths(cfg.get("paths"))
+        sources.local_format(cfg["paths"], cfg.get("format", "auto"))
+    return cfg
+
+
+def cache_root(cfg: Mapping) -> Path:
+    root = cfg.get("cache_dir") or os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR
+    return Path(root).expanduser().resolve()
+
+
+def cache_key(cfg: Mapping) -> str:
+    content = {k: v for k, v in sorted(cfg.items()) if k not in _NOT_CONTENT}
+    content["_versions"] = [PREP_VERSION, SHARD_VERSION, ENCODER_JSON_SHA256, VOCAB_BPE_SHA256]
+    if cfg["source"] == "embedded":  # the corpus is this interpreter's own documentation
+        content["_python"] = [platform.python_implementation(), platform.python_version()]
+    if cfg["source"] == "local":  # re-prepare when a file changes
+        content["_files"] = [[p, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in cfg["paths"]]
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def is_val_document(text: str, val_fraction: float) -> bool:
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2.0**64 < val_fraction
+
+
+def _encode_document(args: tuple[str, float]) -> tuple[np.ndarray, bool]:
+    text, val_fraction = args
+    ids = gpt2_encoding().encode_ordinary(text)
+    ids.append(EOT_ID)
+    return np.asarray(ids, dtype=np.uint16), is_val_document(text, val_fraction)
+
+
+class _ShardWriter:
+    """Concatenates documents of one split and writes a shard every ``shard_tokens`` tokens."""
+
+    def __init__(self, folder: Path, split: str, shard_tokens: int):
+        self.folder, self.split = folder, split
+        self.buf = np.empty(shard_tokens, dtype=np.uint16)
+        self.fill = 0
+        self.shards: list[tuple[str, int]] = []  # (file name, tokens)
+        self.total = 0
+
+    def add(self, tokens: np.ndarray) -> None:
+        self.total += len(tokens)
+        while len(tokens):
+            take = min(len(tokens), len(self.buf) - self.fill)
+            self.buf[self.fill:self.fill + take] = tokens[:take]
+            self.fill += take
+            tokens = tokens[take:]
+            if self.fill == len(self.buf):
+                self.flush()
+
+    def flush(self) -> None:
+        if self.fill:
+            fname = f"{self.split}_{len(self.shards):06d}.bin"
+            write_shard(self.folder / fname, self.buf[:self.fill])
+            self.shards.append((fname, self.fill))
+            self.fill = 0
+
+
+def _encode_batch(texts: list[str], val_fraction: float) -> list[tuple[np.ndarray, bool]]:
+    return [_encode_document((t, val_fraction)) for t in texts]
+
+
+def _batched(iterable, n: int):
+    batch = []
+    for item in iterable:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _encoded_stream(cfg: dict):
+    """(tokens, is_val) per document, in document order, from a pool of worker processes."""
+    vf = float(cfg["val_fraction"])
+    nproc = cfg["num_proc"] or min(os.cpu_count() or 1, 8)
+    if nproc == 1:
+        for text in sources.documents(cfg):
+            yield _encode_document((text, vf))
+        return
+    # spawn, not fork: the caller may be a training process with live threads (torch, gloo).
+    # Batches are submitted with a bounded number in flight (Pool.imap would read a streaming source
+    # as fast as it can and hold it all in memory); results are yielded in submission order.
+    with multiprocessing.get_context("spawn").Pool(nproc) as pool:
+        inflight = deque()
+        for batch in _batched(sources.documents(cfg), cfg["chunk_docs"]):
+            inflight.append(pool.apply_async(_encode_batch, (batch, vf)))
+            if len(inflight) >= 4 * nproc:
+                yield from inflight.popleft().get()
+        while inflight:
+            yield from inflight.popleft().get()
+
+
+def _build(cfg: dict, folder: Path) -> dict:
+    gpt2_encoding()  # fail on bad tokenizer files before starting workers
+    writers = {s: _ShardWriter(folder, s, cfg["shard_tokens"]) for s in ("train", "val")}
+    ndocs = {"train": 0, "val": 0}
+    start = time.time()
+    bar = tqdm(desc=f"tokenizing {cfg['name']}", unit="doc", dynamic_ncols=True, disable=None)
+    stream = _encoded_stream(cfg)
+    for tokens, is_val in stream:
+        split = "val" if is_val else "train"
+        writers[split].add(tokens)
+        ndocs[split] += 1
+        bar.update(1)
+        total = writers["train"].total + writers["val"].total
+        if bar.n % 256 == 0:
+            bar.set_postfix(tokens=f"{total:,}")
+        if cfg["max_tokens"] and total >= cfg["max_tokens"]:
+            break
+    stream.close()  # stops the worker pool early when max_tokens cut the source short
+    bar.close()
+    for w in writers.values():
+        w.flush()
+    if writers["train"].total == 0:
+        raise ValueError(f"data {cfg['name']!r}: the source gave no training text")
+    if cfg["val_fraction"] > 0 and writers["val"].total == 0:
+        raise ValueError(f"data {cfg['name']!r}: no document fell into val with val_fraction="
+                         f"{cfg['val_fraction']} ({ndocs['train']} documents); raise data.val_fraction")
+    meta = {
+        "name": cfg["name"],
+        "config": cfg,
+        "num_tokens": {s: w.total for s, w in writers.items()},
+        "num_documents": ndocs,
+        "shards": {s: w.shards for s, w in writers.items()},
+        "python": platform.python_version(),
+        "seconds": round(time.time() - start, 2),
+    }
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+    return meta
+
+
+def _load(folder: Path) -> PreparedData:
+    meta = json.loads((folder / "meta.json").read_text())
+    return PreparedData(
+        dir=folder,
+        train=[folder / f for f, _ in meta["shards"]["train"]],
+        val=[folder / f for f, _ in meta["shards"]["val"]],
+        num_tokens=dict(meta["num_tokens"]),
+        name=meta["name"],
+    )
+
+
+def prepare_dataset(data_cfg) -> PreparedData:
+    """Prepare (or reuse) the shards of a data config (a Hydra ``cfg.data`` or a plain dict)."""
+    cfg = _validate(_as_dict(data_cfg))
+    root = cache_root(cfg)
+    final = root / f"{cfg['name']}-{cache_key(cfg)}"
+    if (final / "meta.json").is_file():  # complete folders only appear through the rename below
+        return _load(final)
+    root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(root / f".{final.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another process preparing %s", final)
+        lock.acquire()
+    try:
+        if (final / "meta.json").is_file():
+            return _load(final)
+        for stale in root.glob(f".tmp-{final.name}-*"):  # left by a crashed builder; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
+        try:
+            meta = _build(cfg, tmp)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log.info("prepared %s: %s tokens in %ss -> %s", cfg["name"], meta["num_tokens"], meta["seconds"], final)
+        return _load(final)
+    finally:
+        lock.release()
+
+
+def compose_data_config(overrides: list[str]):
+    """Compose ``configs/data/<name>.yaml`` plus ``data.*`` overrides with Hydra (group ``data``)."""
+    from hydra import compose, initialize_config_dir
+
+    # The data group is added to an empty primary config, so `data=x` is spelled `+data=x` for Hydra.
+    fixed = [("+" + o if o.startswith("data=") else o) for o in overrides]
+    if not any(o.startswith("+data=") for o in fixed):
+        fixed.insert(0, "+data=embedded")
+    with initialize_config_dir(config_dir=str(CONFIGS_DIR), version_base=None):
+        return compose(overrides=fixed).data
+
+
+def main(argv: list[str] | None = None) -> PreparedData:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    prepared = prepare_dataset(compose_data_config(list(sys.argv[1:] if argv is None else argv)))
+    print(f"{prepared.name}: train {prepared.num_tokens['train']:,} tokens in {len(prepared.train)} shard(s), "
+          f"val {prepared.num_tokens['val']:,} tokens in {len(prepared.val)} shard(s)\n{prepared.dir}")
+    return prepared
+
+
+if __name__ == "__main__":
+    main()

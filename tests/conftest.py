@@ -1,0 +1,23 @@
+"""Shared fixtures (generic: any test area may use them)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def data_cache_dir(tmp_path_factory):
+    """A data cache folder private to this test session (never the user's ~/.cache)."""
+    return tmp_path_factory.mktemp("data_cache")
+
+
+@pytest.fixture(scope="session")
+def prepared_embedded(data_cache_dir):
+    """The embedded default corpus (configs/data/embedded.yaml), prepared once per session (~3 s).
+
+    Returns data.prepare.PreparedData: .train / .val shard paths, .num_tokens, .dir.
+    """
+    from data.prepare import compose_data_config, prepare_dataset
+
+    cfg = compose_data_config(["data=embedded", f"data.cache_dir={data_cache_dir}", "data.num_proc=2"])
+    return prepare_dataset(cfg)
