@@ -294,7 +294,13 @@ def compose_data_config(overrides: list[str]):
 
 def main(argv: list[str] | None = None) -> PreparedData:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    prepared = prepare_dataset(compose_data_config(list(sys.argv[1:] if argv is None else argv)))
+    from hydra.errors import MissingConfigException
+
+    try:
+        cfg = compose_data_config(list(sys.argv[1:] if argv is None else argv))
+    except MissingConfigException as e:  # unknown data name: Hydra's message lists the valid ones
+        raise SystemExit(f"error: {e}") from None
+    prepared = prepare_dataset(cfg)
     print(f"{prepared.name}: train {prepared.num_tokens['train']:,} tokens in {len(prepared.train)} shard(s), "
           f"val {prepared.num_tokens['val']:,} tokens in {len(prepared.val)} shard(s)\n{prepared.dir}")
     return prepared
