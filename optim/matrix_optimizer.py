@@ -1,0 +1,210 @@
+"""One ``torch.optim.Optimizer`` for all five orthogonalized optimizers.
+
+Takes the routed groups of ``optim.registry.param_groups`` (keys params, param_names, role, lr,
+weight_decay). Role "matrix" takes the ``MatrixRule``; roles "embedding" and "vector" take AdamW
+(torch's functional AdamW, foreach / fused) with the group's lr and weight decay.
+
+step():
+    1. rule.before_orthogonalize on every matrix        -> NS inputs U (local row blocks)
+    2. orthogonalizer.orthogonalize_all(U blocks, full shapes)   (all matrices at once)
+    3. rule.after_orthogonalize on every matrix          -> scaling, weight decay, update
+    4. AdamW on the other groups
+
+Distribution seams (constructor arguments; defaults are the single-process ones):
+    orthogonalizer  see optim.orthogonalizer (protocol ``orthogonalize_all``)
+    reduce_sum      sum over the row shards of a matrix (see optim.matrix_rule); identity here
+    reduce_max      max over the same group, used only by ``diagnostics()``
+Parameters may be FSDP2 DTensors sharded on dim 0: the rules see ``p.to_local()`` and
+``grad.to_local()`` with the full shape ``p.shape``; param-shaped state is created with
+``zeros_like(p)`` so it is sharded like ``p``; per-column and scalar state are plain tensors.
+
+State is created eagerly in __init__; every entry (``step`` included) is a tensor, so
+``state_dict`` / ``load_state_dict`` round-trip exactly and torch.distributed.checkpoint can save it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from optim.dtensor_utils import local
+from optim.matrix_rule import MatrixContext, MatrixRule, ReduceFn, identity_reduce
+from optim.orthogonalizer import LocalOrthogonalizer, Orthogonalizer
+from optim.routing import RoutingError, role_of
+
+ADAMW_ROLES = ("embedding", "vector")
+
+
+class OrthogonalizedOptimizer(torch.optim.Optimizer):
+    def __init__(
+        self,
+        param_groups: list[dict[str, Any]],
+        rule: MatrixRule,
+        *,
+        adamw_betas: tuple[float, float] = (0.9, 0.95),
+        adamw_eps: float = 1e-8,
+        orthogonalizer: Orthogonalizer | None = None,
+        reduce_sum: ReduceFn = identity_reduce,
+        reduce_max: Callable[[torch.Tensor], torch.Tensor] = identity_reduce,
+    ):
+        super().__init__(param_groups, defaults={})
+        self.rule = rule
+        self.adamw_betas = tuple(adamw_betas)
+        self.adamw_eps = float(adamw_eps)
+        self.orthogonalizer = orthogonalizer if orthogonalizer is not None else LocalOrthogonalizer()
+        self.reduce_sum = reduce_sum
+        self.reduce_max = reduce_max
+        self._check_groups()
+        self._init_state()
+        self._last_stats: list[tuple[int, dict[str, torch.Tensor]]] = []  # (group index, stats)
+        self._last_lr: dict[int, float] = {}
+
+    # ---- construction -------------------------------------------------------------------------
+    def _check_groups(self) -> None:
+        for group in self.param_groups:
+            role = group.get("role")
+            if role not in ("matrix", *ADAMW_ROLES):
+                raise ValueError(f"param group role must be matrix, embedding or vector; got {role!r}")
+            names = group.get("param_names") or [f"<unnamed {i}>" for i in range(len(group["params"]))]
+            group["param_names"] = list(names)
+            if role != "matrix":
+                continue
+            for name, p in zip(names, group["params"]):
+                if p.ndim != 2:
+                    raise RoutingError(
+                        f"parameter '{name}' (shape {tuple(p.shape)}) is in the matrix group of "
+                        f"'{self.rule.name}', which only takes 2-D hidden matrices; route it to AdamW"
+                    )
+                try:
+                    table_role = role_of(name)
+                except RoutingError:
+                    continue  # not a GPT-2 name (hand-built groups): shape check only
+                if table_role != "matrix":
+                    raise RoutingError(
+                        f"parameter '{name}' has role '{table_role}' but is in the matrix group of "
+                        f"'{self.rule.name}'; only hidden matrices take it (see optim.routing)"
+                    )
+
+    def _init_state(self) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state[p]
+                if state:
+                    continue
+                state["step"] = torch.tensor(0.0, dtype=torch.float32)  # CPU, like torch's AdamW
+                if group["role"] == "matrix":
+                    state.update(self.rule.init_state(p))
+                else:
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    # ---- step ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._step_matrices()
+        self._step_adamw()
+        return loss
+
+    def _step_matrices(self) -> None:
+        work = []  # (group index, local param, local state, ctx)
+        blocks, shapes = [], []
+        for gi, group in enumerate(self.param_groups):
+            if group["role"] != "matrix":
+                continue
+            self._last_lr[gi] = float(group["lr"])
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                state["step"] += 1
+                ctx = MatrixContext(
+                    full_shape=(p.shape[0], p.shape[1]),
+                    lr=float(group["lr"]),
+                    weight_decay=float(group["weight_decay"]),
+                    step=int(state["step"].item()),
+                    reduce_sum=self.reduce_sum,
+                )
+                local_state = {k: local(v) for k, v in state.items() if k != "step"}
+                blocks.append(self.rule.before_orthogonalize(local_state, local(p.grad), ctx))
+                shapes.append(ctx.full_shape)
+                work.append((gi, local(p), local_state, ctx))
+        if not work:
+            return
+        orthos = self.orthogonalizer.orthogonalize_all(blocks, shapes)
+        self._last_stats = [
+            (gi, self.rule.after_orthogonalize(state, param, ortho, ctx))
+            for (gi, param, state, ctx), ortho in zip(work, orthos)
+        ]
+
+    def _step_adamw(self) -> None:
+        beta1, beta2 = self.adamw_betas
+        for gi, group in enumerate(self.param_groups):
+            if group["role"] == "matrix":
+                continue
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            self._last_lr[gi] = float(group["lr"])
+            states = [self.state[p] for p in params]
+            on_cuda = params[0].is_cuda
+            torch.optim.adamw.adamw(
+                params,
+                [p.grad for p in params],
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                [],
+                [s["step"] for s in states],
+                foreach=None if on_cuda else True,
+                fused=True if on_cuda else None,
+                amsgrad=False,
+                beta1=beta1,
+                beta2=beta2,
+                lr=float(group["lr"]),
+                weight_decay=float(group["weight_decay"]),
+                eps=self.adamw_eps,
+                maximize=False,
+            )
+
+    # ---- diagnostics --------------------------------------------------------------------------
+    @torch.no_grad()
+    def diagnostics(self) -> dict[str, float]:
+        """Figures of the last step: update RMS per group role + the rule's own (cheap).
+
+        A collective under FSDP2 (one reduce_sum, and reduce_max for NorMuon): call on every rank.
+        The update RMS excludes weight decay; for AdamW groups it is recomputed from the moments.
+        """
+        sq: dict[int, torch.Tensor] = {}
+        for gi, stats in self._last_stats:
+            sq[gi] = sq.get(gi, 0.0) + stats["update_sq"].float()
+        beta1, beta2 = self.adamw_betas
+        for gi, group in enumerate(self.param_groups):
+            if group["role"] == "matrix" or gi not in self._last_lr:
+                continue
+            total = torch.zeros((), dtype=torch.float32)
+            for p in group["params"]:
+                s = self.state[p]
+                t = float(s["step"])
+                if t == 0:
+                    continue
+                m_hat = local(s["exp_avg"]).float() / (1 - beta1**t)
+                denom = (local(s["exp_avg_sq"]).float() / (1 - beta2**t)).sqrt_().add_(self.adamw_eps)
+                total = total + (m_hat / denom).square().sum().cpu() * self._last_lr[gi] ** 2
+            sq[gi] = total
+        out: dict[str, float] = {}
+        if sq:
+            order = sorted(sq)
+            device = local(self.param_groups[0]["params"][0]).device
+            reduced = self.reduce_sum(torch.stack([torch.as_tensor(sq[g]).float().to(device) for g in order]))
+            for g, value in zip(order, reduced.tolist()):
+                group = self.param_groups[g]
+                numel = sum(p.numel() for p in group["params"])
+                out[f"update_rms/{group['role']}"] = math.sqrt(value / max(numel, 1))
+        out.update(self.rule.summarize([s for _, s in self._last_stats], self.reduce_max))
+        return out

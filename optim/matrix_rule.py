@@ -1,0 +1,122 @@
+"""The seam shared by the five orthogonalized optimizers: a per-matrix rule split around NS.
+
+Every rule (Muon, NAMO, NAMO-D, AdaGO, NorMuon) is
+
+    before_orthogonalize(state, grad_block)  -> U_block   (momentum, second moments, NS input)
+    <all matrices orthogonalized at once by the orthogonalizer>
+    after_orthogonalize(state, param_block, O_block) -> stats   (scaling, weight decay, update)
+
+and operates on a ROW BLOCK of one matrix: the whole matrix in one process, the local dim-0 shard
+under FSDP2. ``ctx.full_shape`` is the full (rows, cols). Every statistic that spans rows
+(Frobenius norms, column sums) goes through ``ctx.reduce_sum``:
+
+    reduce_sum(t: Tensor) -> Tensor
+        returns the elementwise sum of ``t`` over all row blocks of the matrix (same shape, may work
+        in place). Identity in one process; an all-reduce(SUM) over the shard group under FSDP2.
+        Every rank calls it the same number of times in the same order (a collective).
+
+Row-local statistics (NorMuon's per-row mean) need no reduction. State tensors live in ``state``
+(a dict of local tensors: param-shaped state is the local shard, per-column and scalar state are
+full, replicated tensors). The rule objects hold only hyper-parameters; ``lr``/``weight_decay``
+come from the param group (so LR schedules apply).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from optim.hparams import check_beta, check_in, check_positive
+
+ReduceFn = Callable[[torch.Tensor], torch.Tensor]
+SHAPE_SCALINGS = ("original", "match_rms_adamw")
+
+
+def identity_reduce(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def shape_scale(full_shape: tuple[int, int], mode: str, scale_coeff: float) -> float:
+    """Step multiplier for a rows x cols matrix.
+
+    original         sqrt(max(1, rows/cols))            Keller Jordan's Muon, NorMuon, torch default
+    match_rms_adamw  scale_coeff * sqrt(max(rows, cols)) Moonlight; NAMO/NAMO-D code (coeff 0.2)
+    """
+    rows, cols = full_shape
+    if mode == "original":
+        return math.sqrt(max(1.0, rows / cols))
+    if mode == "match_rms_adamw":
+        return scale_coeff * math.sqrt(max(rows, cols))
+    raise ValueError(f"shape_scaling must be one of {list(SHAPE_SCALINGS)}, got '{mode}'")
+
+
+def nesterov_momentum_(momentum: torch.Tensor, grad: torch.Tensor, beta: float, nesterov: bool) -> torch.Tensor:
+    """M = beta M + (1-beta) G (in place); returns the NS input U = lerp(G, M, beta) or M."""
+    momentum.lerp_(grad, 1 - beta)
+    return grad.lerp(momentum, beta) if nesterov else momentum
+
+
+@dataclass
+class MatrixContext:
+    """What a rule needs to know about one matrix besides its tensors."""
+
+    full_shape: tuple[int, int]
+    lr: float
+    weight_decay: float
+    step: int  # 1-based, already incremented for this step
+    reduce_sum: ReduceFn = identity_reduce
+    # Values a rule computes before NS and needs after it (never saved: not optimizer state).
+    scratch: dict = field(default_factory=dict)
+
+
+@dataclass
+class MomentumHParams:
+    """Hyper-parameters every rule shares (validated, names are the config keys)."""
+
+    momentum: float = 0.95
+    nesterov: bool = True
+    shape_scaling: str = "original"
+    scale_coeff: float = 0.2
+
+    def validate(self, prefix: str = "optim.matrix") -> None:
+        check_beta(f"{prefix}.momentum", self.momentum)
+        check_in(f"{prefix}.shape_scaling", self.shape_scaling, SHAPE_SCALINGS)
+        check_positive(f"{prefix}.scale_coeff", self.scale_coeff)
+
+
+class MatrixRule:
+    """Base of the five rules. Subclasses implement the three methods; see the module docstring."""
+
+    name = "matrix"
+
+    def __init__(self, hp: MomentumHParams):
+        hp.validate()
+        self.hp = hp
+
+    def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Eager state for one (possibly DTensor) parameter: param-shaped tensors via zeros_like."""
+        return {"momentum_buffer": torch.zeros_like(param, memory_format=torch.preserve_format)}
+
+    def before_orthogonalize(
+        self, state: dict[str, torch.Tensor], grad: torch.Tensor, ctx: MatrixContext
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def after_orthogonalize(
+        self, state: dict[str, torch.Tensor], param: torch.Tensor, ortho: torch.Tensor, ctx: MatrixContext
+    ) -> dict[str, torch.Tensor]:
+        """Apply the update in place to ``param`` (local block); return local 0-d stats tensors.
+
+        Always includes ``update_sq``: the local sum of squares of the applied step (without decay).
+        """
+        raise NotImplementedError
+
+    def summarize(self, stats: list[dict[str, torch.Tensor]], reduce_max: Callable) -> dict[str, float]:
+        """Rule-specific diagnostics from the last step's per-matrix stats (default: none)."""
+        return {}
+
+    def scale(self, ctx: MatrixContext) -> float:
+        return shape_scale(ctx.full_shape, self.hp.shape_scaling, self.hp.scale_coeff)

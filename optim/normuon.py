@@ -1,0 +1,85 @@
+"""NorMuon: Muon with neuron-wise (row-wise) normalization of the orthogonalized update.
+
+Sources: Li et al., "NorMuon: Making Muon more efficient and scalable", arXiv 2510.05491;
+code github.com/zichongli5/NorMuon normuon.py (``normuon_update``, ``SingleDeviceNorMuon``).
+
+    M = beta M + (1 - beta) G;  U = lerp(G, M, beta) (Nesterov) else M;  O = NS(U)
+    v_i = mean_j O_ij^2                        per row (neuron), shape rows x 1
+    V = beta2 V + (1 - beta2) v                (beta2 0.95)
+    r_i = 1 / (sqrt(V_i) + 1e-10)              row scale
+    O' = r * O;  O' *= ||O||_F / (||O'||_F + 1e-10)      (keep the Frobenius norm of O)
+    W *= 1 - lr * wd;  W -= lr * s * O'        s = sqrt(max(1, rows/cols)) ("original", the code's)
+
+Row statistics are local to a row block; the two Frobenius norms span rows and go through
+``reduce_sum`` (one 2-vector), so a row-sharded run is exact, not a per-shard approximation.
+||O||^2 = cols * sum_i v_i and ||O'||^2 = cols * sum_i r_i^2 v_i need no extra pass over O.
+State: M (param-shaped) and V (rows x 1, sharded like the rows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from optim.dtensor_utils import rows_like
+from optim.hparams import check_beta
+from optim.matrix_rule import MatrixContext, MatrixRule, MomentumHParams, nesterov_momentum_
+
+NORMUON_EPS = 1e-10
+
+
+@dataclass
+class NorMuonHParams(MomentumHParams):
+    beta2: float = 0.95
+
+    def validate(self, prefix: str = "optim.matrix") -> None:
+        super().validate(prefix)
+        check_beta(f"{prefix}.beta2", self.beta2)
+
+
+def normuon_row_factors(
+    ortho: torch.Tensor, second_moment: torch.Tensor, beta2: float, cols: int, reduce_sum
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Update V in place; return (row factor f with O' = f * O, row scale r, row mean-square v)."""
+    row_ms = ortho.square().mean(dim=1, keepdim=True)
+    second_moment.lerp_(row_ms.to(second_moment.dtype), 1 - beta2)
+    row_scale = 1.0 / (second_moment.sqrt() + NORMUON_EPS)
+    sums = torch.stack([row_ms.sum(), (row_ms * row_scale.square()).sum()]) * cols
+    norm_o, norm_scaled = reduce_sum(sums).sqrt().unbind()
+    return row_scale * (norm_o / (norm_scaled + NORMUON_EPS)), row_scale, row_ms
+
+
+class NorMuonRule(MatrixRule):
+    name = "normuon"
+
+    def init_state(self, param):
+        state = super().init_state(param)
+        state["second_moment"] = rows_like(param)  # (rows, 1), sharded like the rows
+        return state
+
+    def before_orthogonalize(self, state, grad, ctx: MatrixContext) -> torch.Tensor:
+        return nesterov_momentum_(state["momentum_buffer"], grad, self.hp.momentum, self.hp.nesterov)
+
+    def after_orthogonalize(self, state, param, ortho, ctx: MatrixContext) -> dict[str, torch.Tensor]:
+        cols = ctx.full_shape[1]
+        factor, row_scale, row_ms = normuon_row_factors(
+            ortho, state["second_moment"], self.hp.beta2, cols, ctx.reduce_sum
+        )
+        factor = factor.mul_(-ctx.lr * self.scale(ctx)).to(param.dtype)
+        param.mul_(1 - ctx.lr * ctx.weight_decay)
+        param.addcmul_(ortho, factor)
+        empty = row_scale.numel() == 0
+        return {
+            "update_sq": (factor.square() * row_ms).sum() * cols,
+            "row_scale_max": row_scale.new_tensor(float("-inf")) if empty else row_scale.max(),
+            "row_scale_neg_min": row_scale.new_tensor(float("-inf")) if empty else -row_scale.min(),
+        }
+
+    def summarize(self, stats, reduce_max) -> dict[str, float]:
+        if not stats:
+            return {}
+        maxes = reduce_max(torch.stack([s["row_scale_max"] for s in stats]))
+        neg_mins = reduce_max(torch.stack([s["row_scale_neg_min"] for s in stats]))
+        return {"normuon/row_scale_spread": float((maxes / -neg_mins).max())}
+

@@ -1,0 +1,80 @@
+"""Orthogonalizers: run NS on every matrix of a step at once, between the rules' two phases.
+
+Protocol (the optimizer depends on nothing else):
+
+    orthogonalize_all(blocks: list[Tensor], full_shapes: list[tuple[int, int]]) -> list[Tensor]
+        blocks[i] is the local row block of matrix i (the whole matrix in one process) and
+        full_shapes[i] its full (rows, cols); returns NS(full matrix i) restricted to the same
+        rows as blocks[i], in blocks[i]'s dtype. Inputs are not modified.
+
+``LocalOrthogonalizer`` is the single-process one: it stacks same-shape matrices and calls
+``orthogonalize`` once per shape. The sharded FSDP2 one (issue 4) moves row blocks to an owner
+rank, orthogonalizes there with the same ``orthogonalize`` and sends the rows back.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Protocol
+
+import torch
+
+from optim.hparams import check_in, check_int_at_least
+from optim.newton_schulz import METHODS, NS_COEFFICIENTS, orthogonalize, resolve_compute_dtype
+
+
+class Orthogonalizer(Protocol):
+    def orthogonalize_all(
+        self, blocks: list[torch.Tensor], full_shapes: list[tuple[int, int]]
+    ) -> list[torch.Tensor]: ...
+
+
+class LocalOrthogonalizer:
+    """All matrices are whole and local: one batched ``orthogonalize`` call per distinct shape."""
+
+    def __init__(
+        self,
+        steps: int = 5,
+        coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
+        compute_dtype: torch.dtype = torch.float32,
+        method: str = "newton_schulz",
+    ):
+        self.steps = check_int_at_least("optim.orthogonalize.steps", steps, 1)
+        self.coefficients = tuple(float(c) for c in coefficients)
+        if len(self.coefficients) != 3:
+            raise ValueError(f"optim.orthogonalize.coefficients must be [a, b, c], got {list(coefficients)}")
+        self.compute_dtype = compute_dtype
+        self.method = check_in("optim.orthogonalize.method", method, METHODS)
+
+    def orthogonalize_all(self, blocks, full_shapes):
+        by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, (block, shape) in enumerate(zip(blocks, full_shapes)):
+            if tuple(block.shape) != tuple(shape):
+                raise ValueError(
+                    f"LocalOrthogonalizer got a row block {tuple(block.shape)} of a {tuple(shape)} matrix; "
+                    "sharded parameters need the sharded orthogonalizer (optim.orthogonalize.distributed)"
+                )
+            by_shape[tuple(shape)].append(i)
+        out: list[torch.Tensor | None] = [None] * len(blocks)
+        for indices in by_shape.values():
+            stack = torch.stack([blocks[i] for i in indices]) if len(indices) > 1 else blocks[indices[0]].unsqueeze(0)
+            result = orthogonalize(stack, self.steps, self.coefficients, self.compute_dtype, self.method)
+            for i, matrix in zip(indices, result.unbind(0)):
+                out[i] = matrix
+        return out
+
+
+def build_orthogonalizer(cfg: Any, device: torch.device, mesh: Any = None) -> Orthogonalizer:
+    """From ``optim.orthogonalize``; one process (mesh None or size 1) -> LocalOrthogonalizer."""
+    compute_dtype = resolve_compute_dtype(str(cfg.get("compute_dtype", "auto")), device)
+    if mesh is not None and mesh.size() > 1:
+        raise NotImplementedError(
+            "sharded orthogonalization over a device mesh is provided by the FSDP2 layer (issue 4); "
+            "optim.orthogonalize.distributed has no single-process implementation"
+        )
+    return LocalOrthogonalizer(
+        steps=cfg.get("steps", 5),
+        coefficients=tuple(cfg.get("coefficients", NS_COEFFICIENTS)),
+        compute_dtype=compute_dtype,
+        method=str(cfg.get("method", "newton_schulz")),
+    )
