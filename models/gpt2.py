@@ -159,6 +159,7 @@ def flops_per_token(config: GPTConfig, seq_len: int, n_params: int | None = None
     if n_params is None:
         C, L, V = config.n_embd, config.n_layer, config.vocab_size
         per_block = 12 * C * C + (13 * C if config.bias else 2 * C)  # weights + biases + LayerNorms
-        n_params = L * per_block + V * C
+        ln_f = 2 * C if config.bias else C
+        n_params = L * per_block + ln_f + V * C
     attention = 12 * config.n_layer * seq_len * config.n_embd
     return 6.0 * n_params + attention
