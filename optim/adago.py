@@ -30,7 +30,13 @@ from dataclasses import dataclass
 import torch
 
 from optim.hparams import check_positive
-from optim.matrix_rule import MatrixContext, MatrixRule, MomentumHParams, nesterov_momentum_
+from optim.matrix_rule import (
+    MatrixContext,
+    MatrixRule,
+    MomentumHParams,
+    nesterov_momentum_,
+    statistic_dtype,
+)
 
 
 @dataclass
@@ -67,11 +73,11 @@ class AdaGORule(MatrixRule):
 
     def init_state(self, param):
         state = super().init_state(param)
-        state["accumulator"] = torch.full((), self.hp.v0**2, dtype=torch.float32, device=param.device)
+        state["accumulator"] = torch.full((), self.hp.v0**2, dtype=statistic_dtype(param), device=param.device)
         return state
 
     def before_orthogonalize(self, state, grad, ctx: MatrixContext) -> torch.Tensor:
-        grad_sq = ctx.reduce_sum(grad.square().sum().float())
+        grad_sq = ctx.reduce_sum(grad.square().sum().to(state["accumulator"].dtype))
         ctx.scratch["alpha"] = adago_step_size(state["accumulator"], grad_sq, ctx.lr, self.hp.gamma, self.hp.eps)
         return nesterov_momentum_(state["momentum_buffer"], grad, self.hp.momentum, self.hp.nesterov)
 

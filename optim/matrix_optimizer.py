@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.optim.adamw import adamw as functional_adamw
 
 from optim.dtensor_utils import local
 from optim.matrix_rule import MatrixContext, MatrixRule, ReduceFn, identity_reduce
@@ -154,7 +155,7 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
             self._last_lr[gi] = float(group["lr"])
             states = [self.state[p] for p in params]
             on_cuda = params[0].is_cuda
-            torch.optim.adamw.adamw(
+            functional_adamw(
                 params,
                 [p.grad for p in params],
                 [s["exp_avg"] for s in states],

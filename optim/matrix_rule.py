@@ -35,6 +35,11 @@ ReduceFn = Callable[[torch.Tensor], torch.Tensor]
 SHAPE_SCALINGS = ("original", "match_rms_adamw")
 
 
+def statistic_dtype(param: torch.Tensor) -> torch.dtype:
+    """Scalar/column statistics in at least fp32 (bf16 params), float64 for float64 params."""
+    return torch.promote_types(param.dtype, torch.float32)
+
+
 def identity_reduce(t: torch.Tensor) -> torch.Tensor:
     return t
 

@@ -22,7 +22,13 @@ from dataclasses import dataclass
 import torch
 
 from optim.hparams import check_beta, check_positive
-from optim.matrix_rule import MatrixContext, MatrixRule, MomentumHParams, nesterov_momentum_
+from optim.matrix_rule import (
+    MatrixContext,
+    MatrixRule,
+    MomentumHParams,
+    nesterov_momentum_,
+    statistic_dtype,
+)
 
 
 @dataclass
@@ -63,13 +69,14 @@ class NAMORule(MatrixRule):
 
     def init_state(self, param):
         state = super().init_state(param)
-        state["second_moment"] = torch.zeros((), dtype=torch.float32, device=param.device)  # scalar v
+        state["second_moment"] = torch.zeros((), dtype=statistic_dtype(param), device=param.device)  # scalar v
         return state
 
     def before_orthogonalize(self, state, grad, ctx: MatrixContext) -> torch.Tensor:
         grad_sq = grad.square().sum()
         update = nesterov_momentum_(state["momentum_buffer"], grad, self.hp.momentum, self.hp.nesterov)
-        grad_sq, u_sq = ctx.reduce_sum(torch.stack([grad_sq, update.square().sum()]).float()).unbind()
+        sums = torch.stack([grad_sq, update.square().sum()]).to(state["second_moment"].dtype)
+        grad_sq, u_sq = ctx.reduce_sum(sums).unbind()
         base = bias_corrected_lr(ctx.lr, self.hp.momentum, self.hp.mu2, ctx.step)
         ctx.scratch["alpha"] = namo_step_size(state["second_moment"], grad_sq, u_sq, base, self.hp.mu2, self.hp.eps)
         return update

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 import torch
 
 from optim.hparams import check_beta, check_positive
-from optim.matrix_rule import MatrixContext, MatrixRule, MomentumHParams, nesterov_momentum_
+from optim.matrix_rule import (
+    MatrixContext,
+    MatrixRule,
+    MomentumHParams,
+    nesterov_momentum_,
+    statistic_dtype,
+)
 from optim.namo import bias_corrected_lr
 
 
@@ -64,13 +70,14 @@ class NAMODRule(MatrixRule):
 
     def init_state(self, param):
         state = super().init_state(param)
-        state["col_second_moment"] = torch.zeros(param.shape[1], dtype=torch.float32, device=param.device)
+        state["col_second_moment"] = torch.zeros(param.shape[1], dtype=statistic_dtype(param), device=param.device)
         return state
 
     def before_orthogonalize(self, state, grad, ctx: MatrixContext) -> torch.Tensor:
         grad_col_sq = grad.square().sum(0)
         update = nesterov_momentum_(state["momentum_buffer"], grad, self.hp.momentum, self.hp.nesterov)
-        sums = ctx.reduce_sum(torch.stack([grad_col_sq, update.square().sum(0)]).float())
+        sums = torch.stack([grad_col_sq, update.square().sum(0)]).to(state["col_second_moment"].dtype)
+        sums = ctx.reduce_sum(sums)
         s, hits = namo_d_column_scales(
             state["col_second_moment"], sums[0], sums[1], self.hp.mu2, self.hp.eps, self.hp.clamp_c
         )

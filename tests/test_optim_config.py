@@ -1,0 +1,102 @@
+"""Configs build every optimizer; bad hyper-parameters and bad routing raise errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from omegaconf import OmegaConf
+
+from models.gpt2 import GPT, GPTConfig
+from optim import RoutingError, build_optimizer, known_optimizers, param_groups, route_parameters
+from optim.matrix_optimizer import OrthogonalizedOptimizer
+from optim.muon import MuonRule
+from optim.matrix_rule import MomentumHParams
+
+ROOT = Path(__file__).resolve().parents[1]
+MATRIX_OPTIMIZERS = ["muon", "namo", "namo_d", "adago", "normuon"]
+
+
+def cfg_of(name: str):
+    return OmegaConf.load(ROOT / "configs" / "optim" / f"{name}.yaml")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**OmegaConf.to_container(OmegaConf.load(ROOT / "configs/model/gpt2-test.yaml"))))
+
+
+def test_every_config_builds_its_registered_optimizer(model):
+    assert set(MATRIX_OPTIMIZERS + ["adamw"]) <= set(known_optimizers())
+    for name in MATRIX_OPTIMIZERS:
+        cfg = cfg_of(name)
+        assert cfg.name == name and cfg.matrix.shape_scaling in ("original", "match_rms_adamw")
+        opt = build_optimizer(model, cfg)
+        assert isinstance(opt, OrthogonalizedOptimizer) and opt.rule.name == name
+
+
+def test_authors_shape_scaling_defaults():
+    expected = {"muon": "original", "normuon": "original", "adago": "original",
+                "namo": "match_rms_adamw", "namo_d": "match_rms_adamw"}
+    assert {n: cfg_of(n).matrix.shape_scaling for n in expected} == expected
+    assert all(cfg_of(n).matrix.nesterov for n in MATRIX_OPTIMIZERS)
+
+
+BAD = [  # (optimizer, dotted key, bad value, key named in the error)
+    ("muon", "matrix.lr", 0.0, "optim.matrix.lr"),
+    ("muon", "matrix.lr", -1.0, "optim.matrix.lr"),
+    ("muon", "embedding.lr", 0.0, "optim.embedding.lr"),
+    ("muon", "matrix.momentum", 1.0, "optim.matrix.momentum"),
+    ("muon", "matrix.momentum", -0.1, "optim.matrix.momentum"),
+    ("muon", "matrix.shape_scaling", "moonlight", "optim.matrix.shape_scaling"),
+    ("muon", "orthogonalize.steps", 0, "optim.orthogonalize.steps"),
+    ("muon", "orthogonalize.method", "qr", "optim.orthogonalize.method"),
+    ("muon", "orthogonalize.compute_dtype", "fp8", "optim.orthogonalize.compute_dtype"),
+    ("muon", "adamw.betas", [0.9, 1.0], "optim.adamw.betas[1]"),
+    ("muon", "matrix.not_a_key", 1, "optim.matrix.not_a_key"),
+    ("normuon", "matrix.beta2", 1.0, "optim.matrix.beta2"),
+    ("namo", "matrix.mu2", 1.5, "optim.matrix.mu2"),
+    ("namo", "matrix.eps", 0.0, "optim.matrix.eps"),
+    ("namo_d", "matrix.clamp_c", 0.0, "optim.matrix.clamp_c"),
+    ("namo_d", "matrix.clamp_c", 1.5, "optim.matrix.clamp_c"),
+    ("adago", "matrix.gamma", 0.0, "optim.matrix.gamma"),
+    ("adago", "matrix.v0", 0.0, "optim.matrix.v0"),
+]
+
+
+@pytest.mark.parametrize("name,key,value,named", BAD, ids=[f"{b[0]}-{b[1]}={b[2]}" for b in BAD])
+def test_bad_hyper_parameter_names_the_key(model, name, key, value, named):
+    cfg = cfg_of(name)
+    OmegaConf.update(cfg, key, value, force_add=True)
+    with pytest.raises(ValueError) as err:
+        build_optimizer(model, cfg)
+    assert named in str(err.value)
+
+
+def test_routing_claims_every_parameter_exactly_once(model):
+    routed = route_parameters(model)
+    claimed = [p for entries in routed.values() for _, p in entries]
+    assert len(claimed) == len({id(p) for p in claimed}) == len(list(model.parameters()))
+    groups = param_groups(model, cfg_of("muon"))
+    assert sum(p.numel() for g in groups for p in g["params"]) == model.num_parameters()
+    assert all(n.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight"))
+               for g in groups if g["role"] == "matrix" for n in g["param_names"])
+
+
+def test_routing_rejects_an_unclaimed_parameter(model):
+    named = list(model.named_parameters()) + [("transformer.h.0.attn.rotary.freq", nn.Parameter(torch.ones(4)))]
+    with pytest.raises(RoutingError, match=r"transformer\.h\.0\.attn\.rotary\.freq"):
+        route_parameters(named)
+
+
+def test_non_matrix_parameter_in_matrix_group_is_rejected_by_name(model):
+    rule = MuonRule(MomentumHParams())
+    wte = model.transformer.wte.weight
+    bias = model.transformer.h[0].attn.c_attn.bias
+    for name, p in [("transformer.wte.weight", wte), ("transformer.h.0.attn.c_attn.bias", bias)]:
+        group = {"params": [p], "param_names": [name], "role": "matrix", "lr": 0.02, "weight_decay": 0.0}
+        with pytest.raises(RoutingError, match=name.replace(".", r"\.")):
+            OrthogonalizedOptimizer([group], rule)
