@@ -1,0 +1,133 @@
+"""Trainer: loss falls on the embedded corpus, exact resume, grad accumulation, schedules, end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from trainer.config import validate_config
+from trainer.distributed import DistContext
+from trainer.loop import Trainer
+from trainer.schedule import Schedule
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_cfg(data_cache_dir, *overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        return compose(
+            "train",
+            overrides=[
+                "model=gpt2-test", f"data.cache_dir={data_cache_dir}", "logging=disabled",
+                "logging.progress_bar=false", "trainer.micro_batch_size=4", "trainer.seq_len=32",
+                "trainer.eval_batches=2", "trainer.log_every=1", "trainer.plot=false",
+                "schedule.warmup_steps=2", "trainer.peak_tflops=1.0", *overrides,
+            ],
+        )
+
+
+def run(cfg, run_dir) -> list[dict]:
+    validate_config(cfg)
+    Trainer(cfg, DistContext(), run_dir).fit()
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def train_losses(rows):
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+@pytest.mark.parametrize("optim_name", ["adamw", "muon"])
+def test_resume_reproduces_uninterrupted_run(prepared_embedded, data_cache_dir, tmp_path, optim_name):
+    base = [f"optim={optim_name}", "trainer.max_steps=8", "trainer.checkpoint_every=4", "trainer.eval_every=0"]
+    full = train_losses(run(make_cfg(data_cache_dir, *base), tmp_path / "full"))
+    ckpt = tmp_path / "full" / "checkpoints" / "step_00000004"
+    assert ckpt.is_dir()
+    resumed = train_losses(run(make_cfg(data_cache_dir, *base, f"trainer.resume={ckpt}"), tmp_path / "resumed"))
+    assert sorted(resumed) == [5, 6, 7, 8]
+    for step in resumed:
+        assert resumed[step] == full[step], (step, resumed[step], full[step])  # bit-exact on CPU
+
+
+def test_loss_falls_on_embedded_corpus(prepared_embedded, data_cache_dir, tmp_path):
+    cfg = make_cfg(data_cache_dir, "trainer.max_steps=30", "trainer.eval_every=30", "trainer.checkpoint_every=0",
+                   "optim.matrix.lr=1e-2", "optim.embedding.lr=1e-2", "optim.vector.lr=1e-2")
+    rows = run(cfg, tmp_path)
+    losses = train_losses(rows)
+    assert abs(losses[1] - math.log(50257)) < 0.5
+    assert sum(losses[s] for s in range(26, 31)) / 5 < losses[1] - 2.0
+    val = [r["val_loss"] for r in rows if "val_loss" in r]
+    assert val and val[-1] < losses[1] - 2.0
+
+
+def test_grad_accumulation_steps_optimizer_once_per_global_step(prepared_embedded, data_cache_dir, tmp_path):
+    cfg = make_cfg(data_cache_dir, "trainer.max_steps=3", "trainer.global_batch_size=12",
+                   "trainer.eval_every=0", "trainer.checkpoint_every=0")
+    trainer = Trainer(cfg, DistContext(), tmp_path)
+    assert (trainer.micro_batch, trainer.grad_accum) == (4, 3)
+    calls = []
+    original = trainer.optimizer.step
+    trainer.optimizer.step = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+    summary = trainer.fit()
+    assert len(calls) == 3 and summary["optimizer_steps"] == 3
+    assert trainer.train_loader.state_dict()["cursor"] == 3 * 12
+
+
+def test_batch_that_does_not_divide_is_rejected(data_cache_dir):
+    cfg = make_cfg(data_cache_dir, "trainer.global_batch_size=10")
+    with pytest.raises(ValueError, match="global_batch_size=10"):
+        validate_config(cfg, world_size=1)
+    with pytest.raises(ValueError, match="seq_len"):
+        validate_config(make_cfg(data_cache_dir, "trainer.seq_len=128"))
+    with pytest.raises(ValueError, match="optim.matrix.lr"):
+        validate_config(make_cfg(data_cache_dir, "optim=muon", "optim.matrix.lr=-1"))
+
+
+def test_checkpoint_from_another_model_shape_is_refused(prepared_embedded, data_cache_dir, tmp_path):
+    run(make_cfg(data_cache_dir, "trainer.max_steps=3", "trainer.checkpoint_every=3", "trainer.eval_every=0"), tmp_path / "a")
+    ckpt = tmp_path / "a" / "checkpoints" / "step_00000003"
+    cfg = make_cfg(data_cache_dir, "trainer.max_steps=6", "model.n_embd=64", f"trainer.resume={ckpt}")
+    with pytest.raises(RuntimeError, match="another model shape"):
+        Trainer(cfg, DistContext(), tmp_path / "b").fit()
+
+
+@pytest.mark.parametrize("name", ["cosine", "linear", "wsd", "constant"])
+def test_schedules_warm_up_then_reach_their_end(name):
+    s = Schedule(name=name, max_steps=100, warmup_steps=10, min_lr_ratio=0.1, decay_fraction=0.2)
+    assert s.factor(0) == pytest.approx(0.1) and s.factor(9) == pytest.approx(1.0)
+    end = s.factor(100)
+    assert end == pytest.approx(1.0 if name == "constant" else 0.1)
+    if name == "wsd":
+        assert s.factor(79) == 1.0 and s.factor(90) == pytest.approx(0.55)
+
+
+def test_default_train_py_end_to_end(data_cache_dir, tmp_path):
+    """The README's `python train.py`, shortened by overrides: exits 0, writes log, checkpoint, plot."""
+    env = dict(os.environ, ORTHOGPT_DATA_DIR=str(data_cache_dir), WANDB_SILENT="true")
+    cmd = [sys.executable, "train.py", "trainer.max_steps=6", "schedule.warmup_steps=2", "trainer.eval_every=3",
+           "trainer.checkpoint_every=3", "trainer.eval_batches=2", "trainer.micro_batch_size=2",
+           "logging.progress_bar=false", f"hydra.run.dir={tmp_path}"]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any({"step", "tokens", "loss", "lr"} <= set(r) for r in rows) and any("val_loss" in r for r in rows)
+    assert (tmp_path / "checkpoints" / "step_00000006" / "MANIFEST.json").is_file()
+    assert (tmp_path / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "git_commit.txt").is_file()
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_every_config_composes(data_cache_dir):
+    groups = {g: sorted(p.stem for p in (ROOT / "configs" / g).glob("*.yaml")) for g in ("model", "optim", "data", "logging")}
+    for group, names in groups.items():
+        for name in names:
+            cfg = make_cfg(data_cache_dir, f"{group}={name}")
+            assert cfg[group].get("name", name) is not None
+            if group in ("model", "optim"):
+                validate_config(cfg)

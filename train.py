@@ -1,0 +1,47 @@
+"""Entry point: ``python train.py model=gpt2-tiny optim=muon trainer.max_steps=200``.
+
+Thin on purpose: compose the config, validate it, set up processes, and hand over to trainer.loop.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from trainer.config import resolved_yaml, validate_config
+from trainer.distributed import init_distributed, launcher_world, shutdown
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+@hydra.main(version_base=None, config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    _, world_size, _ = launcher_world()
+    validate_config(cfg, world_size)  # before any process group or data work
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    ctx = init_distributed(cfg.device, cfg.distributed.backend)
+    try:
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(resolved_yaml(cfg))
+            (run_dir / "git_commit.txt").write_text(git_commit() + "\n")
+        from trainer.loop import Trainer
+
+        summary = Trainer(cfg, ctx, run_dir).fit()
+        return summary["val_loss"]
+    finally:
+        shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""The training loop: build everything from the validated config, train, evaluate, checkpoint.
+
+Global batch = micro_batch_size x grad_accum_steps x world_size sequences of seq_len tokens. The loss
+of each micro-batch is summed over its tokens and divided by the tokens of the whole global step, so
+the gradient is that of the mean loss over the global batch however it is split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import optim
+from data.loader import TokenLoader
+from data.prepare import prepare_dataset
+from models.gpt2 import GPT, GPTConfig, flops_per_token
+from trainer import checkpoint as ckpt
+from trainer.config import model_config_dict, resolve_batch
+from trainer.distributed import DistContext
+from trainer.metrics import MetricsLogger
+from trainer.schedule import Schedule, apply_lr
+
+
+def measure_matmul_tflops(device: torch.device, size: int = 1024, repeats: int = 3) -> float:
+    """This machine's fp32 matmul rate (TFLOP/s), the CPU denominator of MFU."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e12
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, ctx: DistContext, run_dir: Path) -> None:
+        self.cfg, self.ctx, self.run_dir = cfg, ctx, Path(run_dir)
+        t = cfg.trainer
+        self.micro_batch, self.grad_accum = resolve_batch(cfg, ctx.world_size)
+        self.seq_len = int(t.seq_len)
+        self.tokens_per_step = self.micro_batch * self.grad_accum * ctx.world_size * self.seq_len
+        self.device = ctx.device
+        torch.manual_seed(int(cfg.seed))
+
+        model_cfg = GPTConfig(**model_config_dict(cfg))
+        self.model_cfg = model_cfg
+        self.model = GPT(model_cfg).to(self.device)
+        self.optimizer = optim.build_optimizer(self.model, cfg.optim, ctx.mesh)
+        for group in self.optimizer.param_groups:  # the schedule scales these; set before any resume
+            group["initial_lr"] = group["lr"]
+        self.schedule = Schedule(
+            name=cfg.schedule.name, max_steps=int(t.max_steps), warmup_steps=int(cfg.schedule.warmup_steps),
+            min_lr_ratio=float(cfg.schedule.min_lr_ratio), decay_fraction=float(cfg.schedule.decay_fraction),
+            decay_shape=cfg.schedule.decay_shape,
+        )
+        use_bf16 = t.compute_dtype == "bfloat16" or (t.compute_dtype == "auto" and self.device.type == "cuda")
+        self.autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+        )
+        self.forward = torch.compile(self.model) if t.compile else self.model
+
+        prepared = prepare_dataset(cfg.data)
+        self.prepared = prepared
+        self.train_loader = TokenLoader(
+            prepared.train, seq_len=self.seq_len, micro_batch_size=self.micro_batch, rank=ctx.rank,
+            world_size=ctx.world_size, seed=int(cfg.seed), vocab_size=model_cfg.vocab_size,
+        )
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.step = 0
+        self.skipped_steps = 0
+        self.optimizer_steps = 0
+        self.flops_per_token = flops_per_token(model_cfg, self.seq_len)
+        self.peak_tflops = (
+            float(t.peak_tflops) if t.peak_tflops is not None
+            else measure_matmul_tflops(self.device) if self.device.type == "cpu" else None
+        )
+
+    # ----------------------------------------------------------------------------------- state
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "tokens": self.step * self.tokens_per_step,
+            "loader": self.train_loader.state_dict(),
+            "schedule": OmegaConf.to_container(self.cfg.schedule, resolve=True),
+            "model": model_config_dict(self.cfg),
+            "optim": self.cfg.optim.name,
+            "skipped_steps": self.skipped_steps,
+            "global_batch_sequences": self.micro_batch * self.grad_accum * self.ctx.world_size,
+        }
+
+    def maybe_resume(self, log) -> None:
+        resume = self.cfg.trainer.resume
+        if resume in (False, None, "false"):
+            return
+        if isinstance(resume, str) and resume not in ("auto", "true"):
+            path = Path(resume)
+        else:
+            path = ckpt.find_resumable(self.ckpt_root, log=log)
+            if path is None:
+                if resume == "auto":
+                    return
+                raise ckpt.CheckpointError(
+                    f"trainer.resume=true but {self.ckpt_root} holds no complete checkpoint; "
+                    f"point hydra.run.dir at the run to resume, or use trainer.resume=auto"
+                )
+        state = ckpt.verify_checkpoint(path)
+        ckpt.check_compatible(state, model_config_dict(self.cfg), path)
+        if state["global_batch_sequences"] != self.micro_batch * self.grad_accum * self.ctx.world_size:
+            raise ckpt.CheckpointError(
+                f"checkpoint {path} used a global batch of {state['global_batch_sequences']} sequences, "
+                f"this run uses {self.micro_batch * self.grad_accum * self.ctx.world_size}; the data "
+                f"position cannot be carried over. Set trainer.global_batch_size="
+                f"{state['global_batch_sequences']}"
+            )
+        ckpt.load_checkpoint(path, self.model, self.optimizer, self.ctx)
+        self.train_loader.load_state_dict(state["loader"])
+        self.step = int(state["step"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        log(f"resumed from {path} at step {self.step}")
+
+    def save(self) -> Path:
+        return ckpt.save_checkpoint(
+            self.ckpt_root, self.step, self.model, self.optimizer, self.trainer_state(), self.ctx,
+            keep=int(self.cfg.trainer.keep_checkpoints),
+        )
+
+    # ------------------------------------------------------------------------------------ steps
+    def train_step(self) -> tuple[float, float, bool]:
+        """One optimizer step over the global batch. Returns (loss, grad_norm, stepped)."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros((), device=self.device)
+        for _ in range(self.grad_accum):
+            x, y = self.train_loader.next_batch()
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with self.autocast:
+                _, loss = self.forward(x, y, reduction="sum")
+            (loss / self.tokens_per_step).backward()
+            loss_sum += loss.detach()
+        loss_value = self.ctx.all_reduce_sum(loss_sum).item() / self.tokens_per_step
+        clip = float(self.cfg.trainer.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), clip if clip > 0 else math.inf, foreach=True
+        )
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        grad_norm = float(grad_norm)
+        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+            if self.cfg.trainer.on_nonfinite == "stop":
+                raise FloatingPointError(
+                    f"non-finite loss ({loss_value}) or grad norm ({grad_norm}) at step {self.step}; "
+                    f"the last checkpoint is intact. Set trainer.on_nonfinite=skip to skip such steps"
+                )
+            self.skipped_steps += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            return loss_value, grad_norm, False
+        apply_lr(self.optimizer, self.schedule, self.step)
+        self.optimizer.step()
+        self.optimizer_steps += 1
+        return loss_value, grad_norm, True
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.eval()
+        loader = TokenLoader(
+            self.prepared.val, seq_len=self.seq_len, micro_batch_size=self.micro_batch, rank=self.ctx.rank,
+            world_size=self.ctx.world_size, seed=0, shuffle=False, vocab_size=self.model_cfg.vocab_size,
+        )
+        total = torch.zeros(2, device=self.device)
+        for _ in range(int(self.cfg.trainer.eval_batches)):
+            x, y = loader.next_batch()
+            with self.autocast:
+                _, loss = self.forward(x.to(self.device), y.to(self.device), reduction="sum")
+            total += torch.stack([loss.float(), torch.tensor(float(y.numel()), device=self.device)])
+        self.ctx.all_reduce_sum(total)
+        return (total[0] / total[1]).item()
+
+    def _params_finite(self) -> bool:
+        finite = torch.tensor(
+            float(all(torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all() for p in self.model.parameters())),
+            device=self.device,
+        )
+        return self.ctx.all_reduce_sum(finite).item() == self.ctx.world_size
+
+    def checkpoint(self, log) -> None:
+        if not self._params_finite():  # never write a checkpoint holding NaN/Inf
+            log(f"step {self.step}: parameters are not finite; checkpoint skipped")
+            return
+        path = self.save()
+        log(f"saved checkpoint {path}")
+
+    # ------------------------------------------------------------------------------------- run
+    def fit(self) -> dict[str, Any]:
+        t, ctx = self.cfg.trainer, self.ctx
+        config_dict = OmegaConf.to_container(self.cfg, resolve=True)
+        logger = MetricsLogger(self.run_dir, self.cfg.logging, config_dict, int(t.max_steps), 0, ctx.is_main)
+        self.maybe_resume(logger.write)
+        logger.advance(self.step)
+        max_steps, log_every, eval_every = int(t.max_steps), int(t.log_every), int(t.eval_every)
+        ckpt_every = int(t.checkpoint_every)
+        val_loss = None
+        window_start, window_tokens = time.perf_counter(), 0
+        while self.step < max_steps:
+            loss, grad_norm, stepped = self.train_step()
+            self.step += 1
+            window_tokens += self.tokens_per_step
+            logger.advance()
+            last = self.step == max_steps
+            if self.step % log_every == 0 or last:
+                elapsed = time.perf_counter() - window_start
+                tokens_per_s = window_tokens / max(elapsed, 1e-9)
+                row = {
+                    "step": self.step, "tokens": self.step * self.tokens_per_step, "loss": loss,
+                    "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": grad_norm,
+                    "tokens_per_s": tokens_per_s, "skipped_steps": self.skipped_steps,
+                }
+                if self.peak_tflops:
+                    row["mfu"] = self.flops_per_token * tokens_per_s / (self.peak_tflops * 1e12 * ctx.world_size)
+                if self.device.type == "cuda":
+                    row["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+                if hasattr(self.optimizer, "diagnostics"):
+                    row.update(self.optimizer.diagnostics())
+                logger.log(row)
+                window_start, window_tokens = time.perf_counter(), 0
+            if (eval_every > 0 and self.step % eval_every == 0) or last:
+                val_loss = self.evaluate()
+                logger.log({"step": self.step, "tokens": self.step * self.tokens_per_step, "val_loss": val_loss})
+                logger.write(f"step {self.step}: val_loss {val_loss:.4f}")
+            if (ckpt_every > 0 and self.step % ckpt_every == 0) or last:
+                self.checkpoint(logger.write)
+        logger.close()
+        summary = {"step": self.step, "val_loss": val_loss, "skipped_steps": self.skipped_steps,
+                   "optimizer_steps": self.optimizer_steps}
+        if ctx.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            if t.plot and (self.run_dir / "metrics.jsonl").exists():
+                from trainer.plotting import plot_loss_curves
+
+                plot_loss_curves([self.run_dir], self.run_dir / "loss_curve.png")
+        return summary
