@@ -137,7 +137,7 @@ class GPT(nn.Module):
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)), targets.view(-1), reduction=reduction
+                logits.float().view(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction
             )
         return logits, loss
 

@@ -157,3 +157,16 @@ def test_cpu_scale_configs_have_the_documented_sizes():
         tiny = GPT(load_config("gpt2-tiny"))
     assert mini.num_parameters(non_embedding=True) == pytest.approx(10.6e6, rel=0.01)
     assert mini.config.block_size == 256 and tiny.config.block_size == 256
+
+
+def test_loss_accepts_non_contiguous_targets():
+    from models.gpt2 import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    tokens = torch.randint(0, 64, (2, 9))
+    x, y = tokens[:, :-1], tokens[:, 1:]  # y is a non-contiguous view
+    assert not y.is_contiguous()
+    _, loss = model(x, y)
+    _, loss_contiguous = model(x, y.contiguous())
+    assert torch.equal(loss, loss_contiguous)
