@@ -24,6 +24,7 @@ come from the param group (so LR schedules apply).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -92,7 +93,7 @@ class MomentumHParams:
         check_positive(f"{prefix}.scale_coeff", self.scale_coeff)
 
 
-class MatrixRule:
+class MatrixRule(ABC):
     """Base of the five rules. Subclasses implement the three methods; see the module docstring."""
 
     name = "matrix"
@@ -105,11 +106,13 @@ class MatrixRule:
         """Eager state for one (possibly DTensor) parameter: param-shaped tensors via zeros_like."""
         return {"momentum_buffer": torch.zeros_like(param, memory_format=torch.preserve_format)}
 
+    @abstractmethod
     def before_orthogonalize(
         self, state: dict[str, torch.Tensor], grad: torch.Tensor, ctx: MatrixContext
     ) -> torch.Tensor:
-        raise NotImplementedError
+        """Update momentum / second moments from the local gradient block; return the NS input."""
 
+    @abstractmethod
     def after_orthogonalize(
         self, state: dict[str, torch.Tensor], param: torch.Tensor, ortho: torch.Tensor, ctx: MatrixContext
     ) -> dict[str, torch.Tensor]:
@@ -117,7 +120,6 @@ class MatrixRule:
 
         Always includes ``update_sq``: the local sum of squares of the applied step (without decay).
         """
-        raise NotImplementedError
 
     def summarize(self, stats: list[dict[str, torch.Tensor]], reduce_max: Callable) -> dict[str, float]:
         """Rule-specific diagnostics from the last step's per-matrix stats (default: none)."""

@@ -68,9 +68,9 @@ def build_orthogonalizer(cfg: Any, device: torch.device, mesh: Any = None) -> Or
     """From ``optim.orthogonalize``; one process (mesh None or size 1) -> LocalOrthogonalizer."""
     compute_dtype = resolve_compute_dtype(str(cfg.get("compute_dtype", "auto")), device)
     if mesh is not None and mesh.size() > 1:
-        raise NotImplementedError(
-            "sharded orthogonalization over a device mesh is provided by the FSDP2 layer (issue 4); "
-            "optim.orthogonalize.distributed has no single-process implementation"
+        raise ValueError(
+            f"a device mesh of {mesh.size()} ranks was given, but sharded orthogonalization across "
+            f"ranks is not available yet; build the optimizer for one process (mesh=None)"
         )
     return LocalOrthogonalizer(
         steps=cfg.get("steps", 5),

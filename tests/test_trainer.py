@@ -131,3 +131,9 @@ def test_every_config_composes(data_cache_dir):
             assert cfg[group].get("name", name) is not None
             if group in ("model", "optim"):
                 validate_config(cfg)
+
+
+def test_multi_process_launch_is_refused_until_fsdp2_lands(data_cache_dir):
+    """Several processes without FSDP2 would train unsynchronised replicas: refuse up front."""
+    with pytest.raises(ValueError, match="multi-process training"):
+        validate_config(make_cfg(data_cache_dir), world_size=2)

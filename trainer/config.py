@@ -41,6 +41,11 @@ def validate_config(cfg: DictConfig, world_size: int = 1) -> None:
     from models.gpt2 import GPTConfig
     from trainer.schedule import Schedule
 
+    if world_size > 1:
+        raise ValueError(
+            f"this launch has {world_size} processes, but multi-process training (FSDP2 with sharded "
+            f"Newton-Schulz) is not available yet; run one process (python train.py ...)"
+        )
     if cfg.optim.name not in optim.known_optimizers():
         raise ValueError(
             f"unknown optimizer '{cfg.optim.name}'; known: {', '.join(optim.known_optimizers())}"
