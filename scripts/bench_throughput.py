@@ -28,30 +28,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.gpt2 import GPT, GPTConfig, flops_per_token  # noqa: E402
+from trainer.mfu import measure_matmul_tflops as matmul_tflops, sync  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_tflops(device: torch.device, n: int, repeats: int, dtype=torch.float32) -> float:
-    """Best-of-``repeats`` rate of an n x n x n matmul (2 n^3 FLOPs) in TFLOP/s."""
-    g = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(device, dtype)
-    b = torch.randn(n, n, generator=g).to(device, dtype)
-    out = torch.empty(n, n, device=device, dtype=dtype)
-    torch.mm(a, b, out=out)  # warm-up (allocation, kernel selection)
-    best = float("inf")
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e12
 
 
 def load_model_config(path: str) -> GPTConfig:

@@ -65,9 +65,7 @@ def validate_config(cfg: DictConfig, world_size: int = 1) -> None:
     if t.compute_dtype not in ("auto", "float32", "bfloat16"):
         raise ValueError(f"trainer.compute_dtype must be auto, float32 or bfloat16, got '{t.compute_dtype}'")
     resolve_batch(cfg, world_size)
-    Schedule(name=cfg.schedule.name, max_steps=int(t.max_steps), warmup_steps=int(cfg.schedule.warmup_steps),
-             min_lr_ratio=float(cfg.schedule.min_lr_ratio), decay_fraction=float(cfg.schedule.decay_fraction),
-             decay_shape=cfg.schedule.decay_shape)
+    Schedule.from_config(cfg)
     # Builds the optimizer's hyper-parameters on a throwaway model to check their ranges now.
     from models.gpt2 import GPT
 

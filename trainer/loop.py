@@ -25,21 +25,8 @@ from trainer import checkpoint as ckpt
 from trainer.config import model_config_dict, resolve_batch
 from trainer.distributed import DistContext
 from trainer.metrics import MetricsLogger
+from trainer.mfu import measure_matmul_tflops
 from trainer.schedule import Schedule, apply_lr
-
-
-def measure_matmul_tflops(device: torch.device, size: int = 1024, repeats: int = 3) -> float:
-    """This machine's fp32 matmul rate (TFLOP/s), the CPU denominator of MFU."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e12
 
 
 class Trainer:
@@ -58,11 +45,7 @@ class Trainer:
         self.optimizer = optim.build_optimizer(self.model, cfg.optim, ctx.mesh)
         for group in self.optimizer.param_groups:  # the schedule scales these; set before any resume
             group["initial_lr"] = group["lr"]
-        self.schedule = Schedule(
-            name=cfg.schedule.name, max_steps=int(t.max_steps), warmup_steps=int(cfg.schedule.warmup_steps),
-            min_lr_ratio=float(cfg.schedule.min_lr_ratio), decay_fraction=float(cfg.schedule.decay_fraction),
-            decay_shape=cfg.schedule.decay_shape,
-        )
+        self.schedule = Schedule.from_config(cfg)
         use_bf16 = t.compute_dtype == "bfloat16" or (t.compute_dtype == "auto" and self.device.type == "cuda")
         self.autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()

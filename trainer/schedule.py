@@ -43,6 +43,14 @@ class Schedule:
         if self.decay_shape not in ("linear", "cosine"):
             raise ValueError(f"schedule.decay_shape must be 'linear' or 'cosine', got '{self.decay_shape}'")
 
+    @classmethod
+    def from_config(cls, cfg) -> "Schedule":
+        """From the training config's ``schedule`` group and ``trainer.max_steps``."""
+        s = cfg.schedule
+        return cls(name=s.name, max_steps=int(cfg.trainer.max_steps), warmup_steps=int(s.warmup_steps),
+                   min_lr_ratio=float(s.min_lr_ratio), decay_fraction=float(s.decay_fraction),
+                   decay_shape=s.decay_shape)
+
     def factor(self, step: int) -> float:
         """LR multiplier for the optimizer step with index ``step`` (0-based)."""
         if step < self.warmup_steps:
