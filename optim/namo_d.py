@@ -20,28 +20,23 @@ from dataclasses import dataclass
 
 import torch
 
-from optim.hparams import check_beta, check_positive
 from optim.matrix_rule import (
     MatrixContext,
     MatrixRule,
-    MomentumHParams,
     nesterov_momentum_,
     statistic_dtype,
 )
-from optim.namo import bias_corrected_lr
+from optim.namo import NAMOHParams, bias_corrected_lr
 
 
 @dataclass
-class NAMODHParams(MomentumHParams):
-    shape_scaling: str = "match_rms_adamw"
-    mu2: float = 0.99
-    eps: float = 1e-8
+class NAMODHParams(NAMOHParams):
+    """NAMO's hyper-parameters plus the column-scale clamp constant c."""
+
     clamp_c: float = 0.75
 
     def validate(self, prefix: str = "optim.matrix") -> None:
         super().validate(prefix)
-        check_beta(f"{prefix}.mu2", self.mu2)
-        check_positive(f"{prefix}.eps", self.eps)
         if not 0.0 < float(self.clamp_c) <= 1.0:
             raise ValueError(f"{prefix}.clamp_c must be in (0, 1], got {self.clamp_c}")
 
