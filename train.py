@@ -14,6 +14,9 @@ from omegaconf import DictConfig
 
 from trainer.config import resolved_yaml, validate_config
 from trainer.distributed import init_distributed, launcher_world, shutdown
+from trainer.run_dir import register_resolvers
+
+register_resolvers()  # ${run_stamp:} and ${hydra_subdir:} in configs/train.yaml
 
 
 def git_commit() -> str:
@@ -29,7 +32,8 @@ def main(cfg: DictConfig) -> float | None:
     _, world_size, _ = launcher_world()
     validate_config(cfg, world_size)  # before any process group or data work
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    ctx = init_distributed(cfg.device, cfg.distributed.backend)
+    d = cfg.distributed
+    ctx = init_distributed(cfg.device, d.backend, dp_replicate=d.dp_replicate, dp_shard=d.dp_shard)
     try:
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -16,8 +16,9 @@ normalized input into a band around 1 (measured in tests/test_newton_schulz.py),
 uses. ``method="svd"`` returns the exact polar factor U V^T (tests, NAMO's ``use_exact_svd``).
 
 Speed on CPU: the loop reuses three preallocated buffers and calls ``baddbmm``/``bmm`` with ``out=``
-(no allocation, no transposed copies), so the time is the three matmuls per step; fp32 is the right
-dtype on CPUs (bf16 matmul is ~6x slower there), bf16 on GPUs as in the published code.
+(no allocation, no transposed copies), so the time is the three matmuls per step; the default is fp32 on
+CPUs (exact against the reference vectors; bf16 is faster only on CPUs with AMX, see BENCHMARKS.md)
+and bf16 on GPUs as in the published code.
 """
 
 from __future__ import annotations
@@ -34,13 +35,15 @@ def default_compute_dtype(device: torch.device | str) -> torch.dtype:
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
-def resolve_compute_dtype(name: str, device: torch.device | str) -> torch.dtype:
+def resolve_compute_dtype(
+    name: str, device: torch.device | str, key: str = "optim.orthogonalize.compute_dtype"
+) -> torch.dtype:
     """Config value ``auto | float32 | bfloat16 | float64`` -> dtype (``auto`` = per device)."""
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
     if name == "auto":
         return default_compute_dtype(device)
     if name not in table:
-        raise ValueError(f"optim.orthogonalize.compute_dtype must be one of auto, {', '.join(table)}; got '{name}'")
+        raise ValueError(f"{key} must be one of auto, {', '.join(table)}; got '{name}'")
     return table[name]
 
 

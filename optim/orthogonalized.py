@@ -19,11 +19,11 @@ from optim.adamw import validate_group_hparams
 from optim.hparams import check_betas, check_positive
 from optim.matrix_optimizer import OrthogonalizedOptimizer
 from optim.matrix_rule import MatrixRule, MomentumHParams
+from optim.distributed import build_seams
 from optim.muon import MuonRule
 from optim.namo import NAMOHParams, NAMORule
 from optim.namo_d import NAMODHParams, NAMODRule
 from optim.normuon import NorMuonHParams, NorMuonRule
-from optim.orthogonalizer import build_orthogonalizer
 from optim.registry import register
 
 RULES: dict[str, tuple[type[MatrixRule], type[MomentumHParams]]] = {
@@ -57,8 +57,8 @@ def build_orthogonalized(
     betas = check_betas("optim.adamw.betas", list(cfg.adamw.betas))
     eps = check_positive("optim.adamw.eps", cfg.adamw.eps)
     device = groups[0]["params"][0].device if groups else torch.device("cpu")
-    if "orthogonalizer" not in seams:
-        seams["orthogonalizer"] = build_orthogonalizer(cfg.get("orthogonalize", {}), device, mesh)
+    for key, value in build_seams(cfg.get("orthogonalize", {}), device, mesh).items():
+        seams.setdefault(key, value)
     return OrthogonalizedOptimizer(groups, rule, adamw_betas=betas, adamw_eps=eps, **seams)
 
 

@@ -8,19 +8,20 @@ Protocol (the optimizer depends on nothing else):
         rows as blocks[i], in blocks[i]'s dtype. Inputs are not modified.
 
 ``LocalOrthogonalizer`` is the single-process one: it stacks same-shape matrices and calls
-``orthogonalize`` once per shape. The sharded FSDP2 one (issue 4) moves row blocks to an owner
-rank, orthogonalizes there with the same ``orthogonalize`` and sends the rows back.
+``orthogonalize`` once per shape. Under FSDP2, ``optim.sharded_orthogonalizer`` moves row blocks to
+an owner rank, runs a LocalOrthogonalizer there and sends the rows back; ``optim.distributed``
+chooses between them from the device mesh.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
 from optim.hparams import check_in, check_int_at_least
-from optim.newton_schulz import METHODS, NS_COEFFICIENTS, orthogonalize, resolve_compute_dtype
+from optim.newton_schulz import METHODS, NS_COEFFICIENTS, orthogonalize
 
 
 class Orthogonalizer(Protocol):
@@ -62,19 +63,3 @@ class LocalOrthogonalizer:
             for i, matrix in zip(indices, result.unbind(0)):
                 out[i] = matrix
         return out
-
-
-def build_orthogonalizer(cfg: Any, device: torch.device, mesh: Any = None) -> Orthogonalizer:
-    """From ``optim.orthogonalize``; one process (mesh None or size 1) -> LocalOrthogonalizer."""
-    compute_dtype = resolve_compute_dtype(str(cfg.get("compute_dtype", "auto")), device)
-    if mesh is not None and mesh.size() > 1:
-        raise ValueError(
-            f"a device mesh of {mesh.size()} ranks was given, but sharded orthogonalization across "
-            f"ranks is not available yet; build the optimizer for one process (mesh=None)"
-        )
-    return LocalOrthogonalizer(
-        steps=cfg.get("steps", 5),
-        coefficients=tuple(cfg.get("coefficients", NS_COEFFICIENTS)),
-        compute_dtype=compute_dtype,
-        method=str(cfg.get("method", "newton_schulz")),
-    )

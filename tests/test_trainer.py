@@ -133,7 +133,20 @@ def test_every_config_composes(data_cache_dir):
                 validate_config(cfg)
 
 
-def test_multi_process_launch_is_refused_until_fsdp2_lands(data_cache_dir):
-    """Several processes without FSDP2 would train unsynchronised replicas: refuse up front."""
-    with pytest.raises(ValueError, match="multi-process training"):
-        validate_config(make_cfg(data_cache_dir), world_size=2)
+@pytest.mark.parametrize(
+    "overrides, world_size, message",
+    [
+        (["distributed.dp_shard=3"], 2, "does not match the 2 launched"),
+        (["distributed.dp_replicate=2"], 3, "does not divide the world size 3"),
+        (["trainer.global_batch_size=12", "trainer.micro_batch_size=8"], 2, "cannot be split"),
+        (["distributed.grad_sync=sometimes"], 2, "distributed.grad_sync"),
+        (["distributed.reduce_dtype=float16"], 2, "distributed.reduce_dtype"),
+    ],
+)
+def test_bad_distributed_config_is_refused_before_launch(data_cache_dir, overrides, world_size, message):
+    with pytest.raises(ValueError, match=message):
+        validate_config(make_cfg(data_cache_dir, *overrides), world_size=world_size)
+
+
+def test_multi_process_config_validates(data_cache_dir):
+    validate_config(make_cfg(data_cache_dir, "distributed.dp_replicate=2"), world_size=4)

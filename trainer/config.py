@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 MODEL_KEYS = ("name", "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "bias")
@@ -41,11 +42,9 @@ def validate_config(cfg: DictConfig, world_size: int = 1) -> None:
     from models.gpt2 import GPTConfig
     from trainer.schedule import Schedule
 
-    if world_size > 1:
-        raise ValueError(
-            f"this launch has {world_size} processes, but multi-process training (FSDP2 with sharded "
-            f"Newton-Schulz) is not available yet; run one process (python train.py ...)"
-        )
+    from trainer.distributed import mesh_shape
+    from trainer.parallelize import resolve_dtype
+
     if cfg.optim.name not in optim.known_optimizers():
         raise ValueError(
             f"unknown optimizer '{cfg.optim.name}'; known: {', '.join(optim.known_optimizers())}"
@@ -65,6 +64,14 @@ def validate_config(cfg: DictConfig, world_size: int = 1) -> None:
     if t.compute_dtype not in ("auto", "float32", "bfloat16"):
         raise ValueError(f"trainer.compute_dtype must be auto, float32 or bfloat16, got '{t.compute_dtype}'")
     resolve_batch(cfg, world_size)
+    d = cfg.distributed
+    mesh_shape(world_size, d.dp_replicate, d.dp_shard)
+    if d.backend not in ("auto", "gloo", "nccl"):
+        raise ValueError(f"distributed.backend must be auto, gloo or nccl, got '{d.backend}'")
+    if d.grad_sync not in ("last_microbatch", "every_microbatch"):
+        raise ValueError(f"distributed.grad_sync must be last_microbatch or every_microbatch, got '{d.grad_sync}'")
+    for key in ("param_dtype", "reduce_dtype"):
+        resolve_dtype(str(d[key]), torch.device("cpu"), f"distributed.{key}")
     Schedule.from_config(cfg)
     # Builds the optimizer's hyper-parameters on a throwaway model to check their ranges now.
     from models.gpt2 import GPT

@@ -21,7 +21,7 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
-    mesh: Any = None  # DeviceMesh with dim "dp_shard" when world_size > 1
+    mesh: Any = None  # DeviceMesh: ("dp_shard",) or, for HSDP, ("dp_replicate", "dp_shard"); None alone
 
     @property
     def is_main(self) -> bool:
@@ -62,8 +62,33 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     raise ValueError(f"device must be one of auto, cpu, cuda; got '{name}'")
 
 
-def init_distributed(device_name: str = "auto", backend: str = "auto", timeout_minutes: float = 30) -> DistContext:
+def mesh_shape(world_size: int, dp_replicate: int = 1, dp_shard: int = -1) -> tuple[int, int]:
+    """(dp_replicate, dp_shard) with dp_shard=-1 meaning "the rest"; their product must be the world."""
+    dp_replicate, dp_shard = int(dp_replicate), int(dp_shard)
+    if dp_replicate < 1:
+        raise ValueError(f"distributed.dp_replicate must be >= 1, got {dp_replicate}")
+    if dp_shard == -1:
+        if world_size % dp_replicate:
+            raise ValueError(
+                f"distributed.dp_replicate={dp_replicate} does not divide the world size {world_size}; "
+                f"launch a multiple of {dp_replicate} processes or change dp_replicate"
+            )
+        dp_shard = world_size // dp_replicate
+    if dp_shard < 1 or dp_replicate * dp_shard != world_size:
+        raise ValueError(
+            f"the device mesh dp_replicate={dp_replicate} x dp_shard={dp_shard} does not match the "
+            f"{world_size} launched process(es); set distributed.dp_shard=-1 (use all ranks) or launch "
+            f"{dp_replicate * max(dp_shard, 1)} processes"
+        )
+    return dp_replicate, dp_shard
+
+
+def init_distributed(
+    device_name: str = "auto", backend: str = "auto", timeout_minutes: float = 30,
+    dp_replicate: int = 1, dp_shard: int = -1,
+) -> DistContext:
     rank, world_size, local_rank = launcher_world()
+    replicas, shards = mesh_shape(world_size, dp_replicate, dp_shard)
     device = resolve_device(device_name, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -79,7 +104,10 @@ def init_distributed(device_name: str = "auto", backend: str = "auto", timeout_m
         )
     from torch.distributed.device_mesh import init_device_mesh
 
-    mesh = init_device_mesh(device.type, (world_size,), mesh_dim_names=("dp_shard",))
+    if replicas == 1:
+        mesh = init_device_mesh(device.type, (shards,), mesh_dim_names=("dp_shard",))
+    else:  # HSDP: shard within dp_shard groups, replicate across them
+        mesh = init_device_mesh(device.type, (replicas, shards), mesh_dim_names=("dp_replicate", "dp_shard"))
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device, mesh=mesh)
 
 

@@ -26,6 +26,7 @@ from trainer.config import model_config_dict, resolve_batch
 from trainer.distributed import DistContext
 from trainer.metrics import MetricsLogger
 from trainer.mfu import measure_matmul_tflops
+from trainer.parallelize import prepare_model
 from trainer.schedule import Schedule, apply_lr
 
 
@@ -41,7 +42,8 @@ class Trainer:
 
         model_cfg = GPTConfig(**model_config_dict(cfg))
         self.model_cfg = model_cfg
-        self.model = GPT(model_cfg).to(self.device)
+        # Every rank builds the same seeded model; FSDP2 then keeps each rank's row shard.
+        self.model, self.forward = prepare_model(GPT(model_cfg), cfg, ctx.mesh, self.device)
         self.optimizer = optim.build_optimizer(self.model, cfg.optim, ctx.mesh)
         for group in self.optimizer.param_groups:  # the schedule scales these; set before any resume
             group["initial_lr"] = group["lr"]
@@ -50,7 +52,6 @@ class Trainer:
         self.autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
         )
-        self.forward = torch.compile(self.model) if t.compile else self.model
 
         prepared = prepare_dataset(cfg.data)
         self.prepared = prepared
@@ -122,7 +123,10 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.device)
-        for _ in range(self.grad_accum):
+        sync_each = self.cfg.distributed.grad_sync == "every_microbatch"
+        for micro_step in range(self.grad_accum):
+            if self.ctx.distributed:  # FSDP2: reduce-scatter gradients on the last micro-batch only
+                self.model.set_requires_gradient_sync(sync_each or micro_step == self.grad_accum - 1)
             x, y = self.train_loader.next_batch()
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with self.autocast:
@@ -159,7 +163,9 @@ class Trainer:
             world_size=self.ctx.world_size, seed=0, shuffle=False, vocab_size=self.model_cfg.vocab_size,
         )
         total = torch.zeros(2, device=self.device)
-        for _ in range(int(self.cfg.trainer.eval_batches)):
+        # eval_batches global batches: the same first windows of the val split however the batch is
+        # split over ranks and micro-batches, so val loss is comparable across world sizes
+        for _ in range(int(self.cfg.trainer.eval_batches) * self.grad_accum):
             x, y = loader.next_batch()
             with self.autocast:
                 _, loss = self.forward(x.to(self.device), y.to(self.device), reduction="sum")

@@ -1,0 +1,179 @@
+"""FSDP2 + sharded Newton-Schulz computes what one process computes (real gloo processes).
+
+For every optimizer, N steps on W ranks (each rank its rows of the global batch, parameters and
+optimizer state row-sharded by FSDP2, NS of each matrix on its owner) give the parameters of one
+process on the whole batch, to 1e-5 relative (fp32; only the summation order differs).
+
+Two models: a GPT-2 with n_embd=15, n_head=3 (matrix row counts 45, 15, 60 and 15 do not all divide
+W; at W=4 some ranks hold 3 rows of a 15-row matrix) and a 3-matrix MLP of shapes 7x5, 9x7, 5x9
+(3 matrices do not divide W=2 or 4; at W=4 one rank owns no matrix, another holds no row of c).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from omegaconf import OmegaConf
+
+from models.gpt2 import GPT, GPTConfig
+from optim.distributed import shard_group
+from optim.dtensor_utils import is_dtensor
+from optim.registry import get_builder, param_groups
+from optim.sharded_orthogonalizer import assign_owners, flops_per_rank
+from tests.multiprocess import run_ranks
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIMIZERS = ("adamw", "muon", "namo", "namo_d", "adago", "normuon")
+# bias=False: the key bias of attention gets an exactly-zero gradient in exact arithmetic (softmax is
+# shift invariant), so in floating point it is pure rounding noise that AdamW's g / (|g| + eps) turns
+# into O(lr) steps of arbitrary sign: ill-conditioned in ANY split of the batch, not a sharding error.
+ODD_GPT = GPTConfig(name="odd", vocab_size=97, block_size=16, n_layer=1, n_head=3, n_embd=15, dropout=0.0, bias=False)
+STEPS, BATCH = 3, 4
+REL_TOL = 1e-5
+
+
+class ThreeMatrices(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(5, 7), nn.Linear(7, 9), nn.Linear(9, 5, bias=False)
+
+    def forward(self, x):
+        return self.c(torch.tanh(self.b(torch.tanh(self.a(x)))))
+
+
+def optim_cfg(name: str, distributed: str = "sharded"):
+    cfg = OmegaConf.load(ROOT / "configs" / "optim" / f"{name}.yaml")
+    if name != "adamw":
+        cfg.matrix.weight_decay = 0.1  # exercise decoupled weight decay on shards too
+        cfg.orthogonalize.distributed = distributed
+    return cfg
+
+
+def build(kind: str, name: str, mesh, distributed: str = "sharded"):
+    torch.manual_seed(0)
+    model = GPT(ODD_GPT) if kind == "gpt" else ThreeMatrices()
+    if mesh is not None:
+        from torch.distributed.fsdp import fully_shard
+
+        units = list(model.transformer.h) if kind == "gpt" else [model.a, model.b, model.c]
+        for unit in (*units, model):
+            fully_shard(unit, mesh=mesh)
+            unit.set_gradient_divide_factor(1.0)  # as trainer.parallelize: SUM of the rank gradients
+            unit.set_force_sum_reduction_for_comms(True)
+    cfg = optim_cfg(name, distributed)
+    if kind == "gpt":
+        groups = param_groups(model, cfg)
+    else:
+        named = dict(model.named_parameters())
+        matrix_role = "vector" if name == "adamw" else "matrix"
+        groups = [
+            {"params": [named[n] for n in ("a.weight", "b.weight", "c.weight")], "param_names": ["a.weight", "b.weight", "c.weight"],
+             "role": matrix_role, "lr": float(cfg[matrix_role].lr), "weight_decay": float(cfg[matrix_role].weight_decay)},
+            {"params": [named["a.bias"], named["b.bias"]], "param_names": ["a.bias", "b.bias"], "role": "vector",
+             "lr": float(cfg.vector.lr), "weight_decay": float(cfg.vector.weight_decay)},
+        ]
+    return model, get_builder(name)(groups, cfg, mesh)
+
+
+def batches(kind: str):
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(STEPS):
+        if kind == "gpt":
+            x = torch.randint(0, ODD_GPT.vocab_size, (BATCH, ODD_GPT.block_size), generator=gen)
+            yield x, torch.randint(0, ODD_GPT.vocab_size, x.shape, generator=gen)
+        else:
+            yield torch.randn(BATCH, 5, generator=gen), torch.randn(BATCH, 5, generator=gen)
+
+
+def train(kind: str, name: str, rank: int = 0, world_size: int = 1, mesh=None, distributed: str = "sharded"):
+    """STEPS optimizer steps; returns (full parameters by name, exchange figures, state layout ok)."""
+    model, opt = build(kind, name, mesh, distributed)
+    for x, y in batches(kind):
+        xs, ys = x.chunk(world_size)[rank], y.chunk(world_size)[rank]
+        if kind == "gpt":
+            _, loss = model(xs, ys, reduction="sum")
+        else:
+            loss = (model(xs) - ys).square().sum()
+        (loss / y.numel()).backward()  # global normalisation; FSDP sums the rank gradients
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    params = {n: (p.full_tensor() if is_dtensor(p) else p).detach().clone() for n, p in model.named_parameters()}
+    layout_ok = all(  # param-shaped state is sharded exactly like its parameter
+        (not is_dtensor(p)) or all(v.placements == p.placements for v in opt.state[p].values() if v.shape == p.shape)
+        for p in model.parameters()
+    )
+    ortho = getattr(opt, "orthogonalizer", None)
+    figures = {"ns_flops": getattr(ortho, "ns_flops", 0), "sent_elements": getattr(ortho, "sent_elements", 0)}
+    return params, figures, layout_ok
+
+
+def distributed_worker(rank: int, world_size: int, cases):
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh("cpu", (world_size,), mesh_dim_names=("dp_shard",))
+    assert shard_group(mesh) is not None
+    return {case: train(*case[:2], rank, world_size, mesh, *case[2:]) for case in cases}
+
+
+def check_equal(case, reference, ranks):
+    ref_params = reference[0]
+    for rank, results in enumerate(ranks):
+        params, _, layout_ok = results[case]
+        assert layout_ok, f"{case}: optimizer state not sharded like its parameter on rank {rank}"
+        for n, ref in ref_params.items():
+            rel = ((params[n] - ref).abs().max() / ref.abs().max()).item()
+            assert rel <= REL_TOL, f"{case} rank {rank}: {n} differs by {rel:.2e} (relative) from one process"
+
+
+def moved(kind: str, name: str, reference) -> float:
+    init = dict(build(kind, name, None)[0].named_parameters())
+    return max((reference[0][n] - p).abs().max().item() for n, p in init.items())
+
+
+@pytest.mark.parametrize("world_size", [2])
+def test_all_optimizers_match_one_process_at_w2(world_size):
+    cases = [(kind, name) for name in OPTIMIZERS for kind in ("gpt", "mlp")]
+    ranks = run_ranks(distributed_worker, world_size, cases)
+    for case in cases:
+        reference = train(*case)
+        assert moved(*case, reference) > 1e-3, f"{case}: parameters barely moved; the test would prove nothing"
+        check_equal(case, reference, ranks)
+
+
+def test_muon_and_namo_d_match_one_process_at_w4_sharded_and_replicated():
+    cases = [(kind, name, mode) for name in ("muon", "namo_d") for kind in ("gpt", "mlp") for mode in ("sharded", "replicated")]
+    ranks = run_ranks(distributed_worker, 4, cases)
+    for case in cases:
+        check_equal(case, train(*case[:2]), ranks)
+    # sharded: the ranks' NS FLOPs add up to one NS per matrix; replicated: every rank does them all
+    shapes = [(45, 15), (15, 15), (60, 15), (15, 60)]
+    total = sum(flops_per_rank(shapes, [0] * 4, 1))  # per step (the figures are the last step's)
+    sharded = [r[("gpt", "muon", "sharded")][1]["ns_flops"] for r in ranks]
+    replicated = [r[("gpt", "muon", "replicated")][1]["ns_flops"] for r in ranks]
+    assert sum(sharded) == total and replicated == [total] * 4
+
+
+# ---- owner assignment: pure, no processes ---------------------------------------------------------
+GPT2_124M = [(2304, 768), (768, 768), (3072, 768), (768, 3072)] * 12
+
+
+@pytest.mark.parametrize("shapes", [GPT2_124M, [(45, 15), (15, 15), (60, 15), (15, 60)], [(7, 5), (9, 7), (5, 9)]])
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4, 8])
+def test_owner_assignment_covers_each_matrix_once_and_is_balanced(shapes, world_size):
+    owners = assign_owners(shapes, world_size)
+    assert len(owners) == len(shapes) and all(0 <= o < world_size for o in owners)
+    load = flops_per_rank(shapes, owners, world_size)
+    costs = flops_per_rank(shapes, list(range(len(shapes))), len(shapes))
+    assert sum(load) == sum(costs)  # every matrix exactly once
+    assert max(load) <= sum(costs) / world_size + max(costs)  # the greedy bound
+    assert owners == assign_owners(shapes, world_size)  # deterministic: every rank plans the same
+
+
+@pytest.mark.parametrize("world_size", [2, 4, 8])
+def test_gpt2_owner_flops_within_10_percent_of_even(world_size):
+    load = flops_per_rank(GPT2_124M, assign_owners(GPT2_124M, world_size), world_size)
+    assert max(load) <= 1.10 * sum(load) / world_size
+
