@@ -227,3 +227,25 @@ def load_hf(model_dir: str | Path, name: str = "gpt2-hf") -> GPT:
         )
     hf_model = GPT2LMHeadModel.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
     return from_hf(hf_model, name=name)
+
+
+def save_hf_tokenizer(out_dir: str | Path, model_max_length: int) -> Path:
+    """Write GPT-2's tokenizer next to an exported model, so ``AutoTokenizer.from_pretrained(out_dir)``
+    works offline and encodes exactly as data.tokenizer.gpt2_encoding (same BPE files).
+
+    vocab.json / merges.txt are HF's names for OpenAI's encoder.json / vocab.bpe; the copies come from
+    the sha256-checked files data.tokenizer uses. transformers adds tokenizer.json and its config."""
+    import shutil
+
+    from transformers import GPT2TokenizerFast
+
+    from data.tokenizer import bpe_data_dir, gpt2_encoding
+
+    gpt2_encoding()  # checks both files' sha256 before they are copied anywhere
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(bpe_data_dir() / "encoder.json", out_dir / "vocab.json")
+    shutil.copyfile(bpe_data_dir() / "vocab.bpe", out_dir / "merges.txt")
+    tokenizer = GPT2TokenizerFast.from_pretrained(out_dir, local_files_only=True, model_max_length=model_max_length)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
