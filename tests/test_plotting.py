@@ -66,8 +66,15 @@ def test_corrupt_line_in_the_middle_is_an_error(tmp_path):
 
 def test_run_without_metrics_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"no \*.jsonl metrics in .*empty"):
+    with pytest.raises(FileNotFoundError, match=r"no metrics.jsonl in .*empty"):
         read_metrics(tmp_path / "empty")
+
+
+def test_rows_superseded_by_a_resume_are_not_read(tmp_path):
+    written = write_run(tmp_path / "run")
+    stale = {"step": 20, "tokens": 20480, "loss": 99.0, "lr": 1e-3}  # trainer/metrics.py rewind() output
+    (tmp_path / "run" / "metrics.rewound.jsonl").write_text(json.dumps(stale) + "\n")
+    assert read_metrics(tmp_path / "run") == written
 
 
 def test_resumed_run_keeps_the_newest_row_per_step():
