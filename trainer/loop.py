@@ -27,6 +27,7 @@ from trainer.distributed import DistContext
 from trainer.metrics import MetricsLogger
 from trainer.mfu import measure_matmul_tflops
 from trainer.parallelize import prepare_model
+from trainer.preemption import StopRequest, stop_file_for
 from trainer.schedule import Schedule, apply_lr
 
 
@@ -194,10 +195,22 @@ class Trainer:
         logger = MetricsLogger(self.run_dir, self.cfg.logging, config_dict, int(t.max_steps), 0, ctx.is_main)
         self.maybe_resume(logger.write)
         logger.advance(self.step)
-        max_steps, log_every, eval_every = int(t.max_steps), int(t.log_every), int(t.eval_every)
-        ckpt_every = int(t.checkpoint_every)
-        val_loss = None
+        stop = StopRequest(stop_file_for(self.run_dir)).install()  # preemption: signal or STOP file
+        try:
+            stopped = self._train_until(int(t.max_steps), logger, stop)
+        finally:
+            stop.uninstall()
+        logger.close()
+        if stopped is not None:
+            return {"step": self.step, "val_loss": None, "stopped": stopped}
+        return self._finish()
+
+    def _train_until(self, max_steps: int, logger: MetricsLogger, stop: StopRequest) -> str | None:
+        """Train to max_steps; returns the stop reason if a stop request came first."""
+        t, ctx = self.cfg.trainer, self.ctx
+        log_every, eval_every, ckpt_every = int(t.log_every), int(t.eval_every), int(t.checkpoint_every)
         window_start, window_tokens = time.perf_counter(), 0
+        self.val_loss = None
         while self.step < max_steps:
             loss, grad_norm, stepped = self.train_step()
             self.step += 1
@@ -221,13 +234,23 @@ class Trainer:
                 logger.log(row)
                 window_start, window_tokens = time.perf_counter(), 0
             if (eval_every > 0 and self.step % eval_every == 0) or last:
-                val_loss = self.evaluate()
-                logger.log({"step": self.step, "tokens": self.step * self.tokens_per_step, "val_loss": val_loss})
-                logger.write(f"step {self.step}: val_loss {val_loss:.4f}")
-            if (ckpt_every > 0 and self.step % ckpt_every == 0) or last:
+                self.val_loss = self.evaluate()
+                logger.log({"step": self.step, "tokens": self.step * self.tokens_per_step, "val_loss": self.val_loss})
+                logger.write(f"step {self.step}: val_loss {self.val_loss:.4f}")
+            saved = (ckpt_every > 0 and self.step % ckpt_every == 0) or last
+            if saved:
                 self.checkpoint(logger.write)
-        logger.close()
-        summary = {"step": self.step, "val_loss": val_loss, "skipped_steps": self.skipped_steps,
+            reason = stop.poll(ctx)  # collective: every rank stops at the same step
+            if reason is not None and not last:
+                if not saved:
+                    self.checkpoint(logger.write)
+                logger.write(f"stopping at step {self.step}: {reason}")
+                return reason
+        return None
+
+    def _finish(self) -> dict[str, Any]:
+        t, ctx = self.cfg.trainer, self.ctx
+        summary = {"step": self.step, "val_loss": self.val_loss, "skipped_steps": self.skipped_steps,
                    "optimizer_steps": self.optimizer_steps}
         if ctx.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
