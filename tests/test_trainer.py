@@ -150,3 +150,20 @@ def test_bad_distributed_config_is_refused_before_launch(data_cache_dir, overrid
 
 def test_multi_process_config_validates(data_cache_dir):
     validate_config(make_cfg(data_cache_dir, "distributed.dp_replicate=2"), world_size=4)
+
+
+def test_stop_file_checkpoints_stops_and_the_resumed_run_finishes(prepared_embedded, data_cache_dir, tmp_path):
+    """Preemption: <run_dir>/STOP -> checkpoint at the current step, clean return, no summary; the
+    resumed run continues from that step and finishes (the sbatch scripts rely on exactly this)."""
+    base = ("trainer.max_steps=4", "trainer.checkpoint_every=0", "trainer.eval_every=0")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "STOP").touch()
+    cfg = make_cfg(data_cache_dir, *base)
+    summary = Trainer(cfg, DistContext(), run_dir).fit()
+    assert summary["step"] == 1 and summary["stopped"].startswith("stop file")
+    assert (run_dir / "checkpoints" / "step_00000001" / "MANIFEST.json").is_file()
+    assert not (run_dir / "summary.json").exists() and not (run_dir / "STOP").exists()
+    summary = Trainer(make_cfg(data_cache_dir, *base, "trainer.resume=auto"), DistContext(), run_dir).fit()
+    assert summary["step"] == 4 and summary["optimizer_steps"] == 3  # steps 2..4 only
+    assert json.loads((run_dir / "summary.json").read_text())["step"] == 4
