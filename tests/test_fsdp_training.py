@@ -56,7 +56,8 @@ def runs(tmp_path_factory, data_cache_dir):
     root = tmp_path_factory.mktemp("fsdp_runs")
     train(root / "w1", 1, data_cache_dir)
     # ${run_stamp:} as train.yaml uses it: both ranks must resolve it to the same directory
-    train(f"{root}/w2_stamped/${{run_stamp:}}", 2, data_cache_dir)
+    train(f"{root}/w2_stamped/${{run_stamp:}}", 2, data_cache_dir, "logging=default", "logging.wandb.mode=offline",
+          "logging.progress_bar=false")
     stamped = list((root / "w2_stamped").iterdir())
     assert len(stamped) == 1, f"the two ranks wrote {len(stamped)} run directories: {stamped}"
     stamped[0].rename(root / "w2")
@@ -82,6 +83,10 @@ def test_both_ranks_share_one_run_directory(runs):
     assert (run_dir / "config.yaml").is_file() and (run_dir / ".hydra").is_dir()
     checkpoint = run_dir / "checkpoints" / "step_00000004"
     assert {"rng_rank0.pt", "rng_rank1.pt"} <= {p.name for p in checkpoint.iterdir()}
+    wandb_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 1, f"expected one wandb offline run (rank 0 only), found {wandb_runs}"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, STEPS + 1))  # one writer, no duplicates
 
 
 @pytest.mark.parametrize("saved_at, resumed_at", [(2, 1), (1, 2)])
