@@ -6,31 +6,51 @@ Layout of ``<run_dir>/checkpoints/``::
       .metadata, __0_0.distcp ...   DCP: model and optimizer state (sharded DTensors reshard on load)
       rng_rank{r}.pt          per-rank RNG state (loaded with weights_only=True)
       trainer_state.json      step, tokens, data position, schedule, model config, world size
-      MANIFEST.json           written last: every file with its size; its presence means "complete"
+      MANIFEST.json           written last: every file with its size and CRC32; its presence means "complete"
     .tmp_step_00000200/       a write in progress (ignored by resume, removed by the next save)
 
 A save writes into the temporary directory, fsyncs every file, writes the manifest, and renames the
 directory into place; only then are checkpoints beyond the newest ``keep`` deleted, so a failed write
 never touches the last good checkpoint.
+
+Verification (``verify_checkpoint``) checks every listed file's size, and the CRC32 of every file
+except the large tensor-data files (``*.distcp``: their CRC is recorded, each rank hashing the files
+it wrote, and checked with ``deep=True``), so a truncated or missing shard, or a trainer state or DCP
+index swapped in from another checkpoint, is caught before any tensor is read.
+
+Loading never runs code from the checkpoint: DCP's own reader unpickles ``.metadata`` with plain
+``pickle`` and loads non-tensor values with ``weights_only=False``; ``load_checkpoint`` uses a reader
+whose unpickler admits only DCP's metadata classes and a planner that loads values with
+``weights_only=True``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
+import zlib
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from trainer.distributed import DistContext
 
 MANIFEST = "MANIFEST.json"
 TRAINER_STATE = "trainer_state.json"
+DCP_METADATA = ".metadata"
 FORMAT_VERSION = 1
+TMP_PREFIX = ".tmp_"
+OLD_PREFIX = ".old_"
 
 
 class CheckpointError(RuntimeError):
@@ -39,6 +59,15 @@ class CheckpointError(RuntimeError):
 
 def step_dir_name(step: int) -> str:
     return f"step_{step:08d}"
+
+
+# ------------------------------------------------------------------------------------ files
+def file_crc32(path: Path, chunk: int = 1 << 22) -> str:
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            crc = zlib.crc32(block, crc)
+    return f"{crc:08x}"
 
 
 def _fsync_tree(root: Path) -> None:
@@ -64,6 +93,18 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
+def _own_tensor_file_crcs(tmp: Path, ctx: DistContext) -> dict[str, str]:
+    """CRC32 of the DCP data files this rank wrote (DCP names them ``__{rank}_{i}.distcp``), gathered
+    to every rank, so hashing a large checkpoint is split across the ranks that wrote it."""
+    own = {p.name: file_crc32(p) for p in sorted(tmp.glob(f"__{ctx.rank}_*.distcp"))}
+    if not ctx.distributed:
+        return own
+    gathered: list[dict[str, str]] = [{} for _ in range(ctx.world_size)]
+    dist.all_gather_object(gathered, own)
+    return {name: crc for part in gathered for name, crc in part.items()}
+
+
+# ------------------------------------------------------------------------------------- save
 def save_checkpoint(
     root: Path,
     step: int,
@@ -76,33 +117,62 @@ def save_checkpoint(
     """Collective: every rank calls it. Returns the final checkpoint directory."""
     root = Path(root)
     final = root / step_dir_name(step)
-    tmp = root / f".tmp_{step_dir_name(step)}"
+    tmp = root / f"{TMP_PREFIX}{step_dir_name(step)}"
     if ctx.is_main:
         root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_stale_writes(root)
         tmp.mkdir()
     ctx.barrier()
     model_sd, optim_sd = get_state_dict(model, optimizer)
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
     torch.save(_rng_state(), tmp / f"rng_rank{ctx.rank}.pt")
+    tensor_crcs = _own_tensor_file_crcs(tmp, ctx)
     ctx.barrier()
     if ctx.is_main:
         state = dict(trainer_state, step=step, world_size=ctx.world_size, format_version=FORMAT_VERSION)
         (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2, sort_keys=True))
-        files = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+        files = {}
+        for path in sorted(tmp.rglob("*")):
+            if path.is_file():
+                name = path.relative_to(tmp).as_posix()
+                crc = tensor_crcs.get(name) or file_crc32(path)
+                files[name] = {"bytes": path.stat().st_size, "crc32": crc}
         _fsync_tree(tmp)
         manifest = {"step": step, "format_version": FORMAT_VERSION, "files": files}
         with open(tmp / MANIFEST, "w") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
-        if final.exists():  # a re-save of the same step (e.g. after a restart) replaces it whole
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _fsync_dir(root)
+        _publish(tmp, final)
         prune_checkpoints(root, keep)
     ctx.barrier()
     return final
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename the finished write into place. A checkpoint of the same step (a re-save after resuming
+    from an earlier one) is moved aside first, put back if the rename fails, and deleted only once the
+    new one is in place."""
+    old = final.with_name(f"{OLD_PREFIX}{final.name}")
+    replacing = final.exists()
+    if replacing:
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        if replacing:
+            os.rename(old, final)
+        raise
+    _fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_writes(root: Path) -> None:
+    """Delete leftovers of writes that a crash interrupted (never a complete checkpoint)."""
+    for path in Path(root).iterdir():
+        if path.is_dir() and path.name.startswith((TMP_PREFIX, OLD_PREFIX)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def prune_checkpoints(root: Path, keep: int) -> None:
@@ -111,27 +181,46 @@ def prune_checkpoints(root: Path, keep: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def verify_checkpoint(path: Path) -> dict[str, Any]:
-    """Check the manifest and every file it lists; return the trainer state. Raises CheckpointError."""
+# ----------------------------------------------------------------------------------- verify
+def verify_checkpoint(path: Path, deep: bool = False) -> dict[str, Any]:
+    """Check the manifest and every file it lists (size; CRC32 of all but ``*.distcp``, and of those
+    too with ``deep=True``); return the trainer state. Raises CheckpointError naming the checkpoint."""
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise CheckpointError(f"checkpoint {path} is incomplete: it has no {MANIFEST}")
     try:
         manifest = json.loads(manifest_path.read_text())
-        for name, size in manifest["files"].items():
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint {path} has format_version {manifest.get('format_version')}, this code reads "
+                f"{FORMAT_VERSION}"
+            )
+        for name, entry in manifest["files"].items():
             file = path / name
             if not file.is_file():
                 raise CheckpointError(f"checkpoint {path} is missing file '{name}'")
-            if file.stat().st_size != size:
+            size = file.stat().st_size
+            if size != entry["bytes"]:
                 raise CheckpointError(
-                    f"checkpoint {path}: file '{name}' has {file.stat().st_size} bytes, manifest says {size}"
+                    f"checkpoint {path}: file '{name}' has {size} bytes, its manifest says {entry['bytes']} "
+                    f"(truncated or replaced)"
                 )
-        return json.loads((path / TRAINER_STATE).read_text())
-    except (KeyError, ValueError, OSError) as err:
-        if isinstance(err, CheckpointError):
-            raise
-        raise CheckpointError(f"checkpoint {path} is unreadable: {err}") from err
+            if (deep or not name.endswith(".distcp")) and file_crc32(file) != entry["crc32"]:
+                raise CheckpointError(
+                    f"checkpoint {path}: file '{name}' does not match the CRC32 in its manifest "
+                    f"(corrupted, or copied from another checkpoint)"
+                )
+        state = json.loads((path / TRAINER_STATE).read_text())
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, OSError) as err:
+        raise CheckpointError(f"checkpoint {path} is unreadable: {err!r}") from err
+    if state.get("step") != manifest.get("step"):
+        raise CheckpointError(
+            f"checkpoint {path}: trainer state is for step {state.get('step')}, manifest for {manifest.get('step')}"
+        )
+    return state
 
 
 def list_complete(root: Path) -> list[Path]:
@@ -143,13 +232,23 @@ def list_complete(root: Path) -> list[Path]:
 
 
 def find_resumable(root: Path, log=print) -> Path | None:
-    """The newest checkpoint that verifies; broken ones are reported and skipped."""
-    for path in reversed(list_complete(root)):
+    """The newest checkpoint that verifies; broken ones are reported and skipped. None when there is no
+    complete checkpoint at all; CheckpointError when there are some but none verifies (starting afresh
+    would then silently abandon the run, and its saves would be pruned in favour of the broken ones)."""
+    complete = list_complete(root)
+    errors = []
+    for path in reversed(complete):
         try:
             verify_checkpoint(path)
             return path
         except CheckpointError as err:
-            log(f"skipping checkpoint: {err}")
+            errors.append(str(err))
+            log(f"skipping checkpoint: {err}; falling back to the previous one")
+    if errors:
+        raise CheckpointError(
+            f"none of the {len(errors)} checkpoints in {root} can be resumed:\n  " + "\n  ".join(errors)
+            + f"\nrepair or remove them, or start a new run directory"
+        )
     return None
 
 
@@ -165,6 +264,58 @@ def check_compatible(state: dict[str, Any], model_cfg: dict[str, Any], path: Pat
         )
 
 
+# ------------------------------------------------------------------------------------- load
+class _MetadataUnpickler(pickle.Unpickler):
+    """Admits only what DCP's ``Metadata`` is made of; anything else is refused before it is built."""
+
+    ALLOWED = {
+        ("torch", "Size"), ("torch.serialization", "_get_layout"), ("collections", "OrderedDict"),
+        ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+        ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"), ("pathlib", "WindowsPath"),
+        ("pathlib", "PureWindowsPath"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = (
+            (module, name) in self.ALLOWED
+            or (module == "torch.distributed.checkpoint.metadata" and not name.startswith("__"))
+            or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype))
+        )
+        if not allowed:
+            raise pickle.UnpicklingError(f"'{module}.{name}' is not allowed in a checkpoint's {DCP_METADATA}")
+        return super().find_class(module, name)
+
+
+class SafeFileSystemReader(FileSystemReader):
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        with open(Path(self.path) / DCP_METADATA, "rb") as f:
+            metadata = _MetadataUnpickler(f).load()
+        if not isinstance(metadata, Metadata):
+            raise pickle.UnpicklingError(f"{DCP_METADATA} holds a {type(metadata).__name__}, not DCP Metadata")
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+class SafeLoadPlanner(DefaultLoadPlanner):
+    """Non-tensor values (optimizer hyper-parameters, step counts) loaded with weights_only=True."""
+
+    def load_bytes(self, read_item, value) -> None:
+        loaded = torch.load(value, weights_only=True)
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = loaded
+
+
+def _short_reason(err: BaseException) -> str:
+    """The underlying error of each failed rank, without DCP's formatted tracebacks."""
+    if isinstance(err, CheckpointException):
+        return "; ".join(f"rank {rank}: {exc!r}" for rank, (exc, _) in sorted(err.failures.items()))
+    return repr(err)
+
+
 def load_checkpoint(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ctx: DistContext
 ) -> dict[str, Any]:
@@ -174,9 +325,11 @@ def load_checkpoint(
     model_sd, optim_sd = get_state_dict(model, optimizer)
     to_load = {"model": model_sd, "optim": optim_sd}
     try:
-        dcp.load(to_load, checkpoint_id=str(path))
-    except Exception as err:  # DCP raises assorted errors for missing keys or corrupt files
-        raise CheckpointError(f"checkpoint {path} could not be loaded: {err}") from err
+        dcp.load(to_load, storage_reader=SafeFileSystemReader(path), planner=SafeLoadPlanner())
+    # DCP raises assorted errors for missing keys or corrupt files, and wraps them per rank in a
+    # CheckpointException, which derives from BaseException (not Exception)
+    except (Exception, CheckpointException) as err:
+        raise CheckpointError(f"checkpoint {path} could not be loaded: {_short_reason(err)}") from err
     set_state_dict(model, optimizer, model_state_dict=to_load["model"], optim_state_dict=to_load["optim"])
     rng_file = path / f"rng_rank{ctx.rank}.pt"
     if rng_file.is_file() and state.get("world_size") == ctx.world_size:

@@ -3,12 +3,18 @@
 wandb's API key comes only from the environment (WANDB_API_KEY); it is never part of the config, so
 it never reaches the logged config or the run directory. Mode ``offline`` (default) writes a local run
 that ``wandb sync`` can upload later; ``disabled`` writes nothing.
+
+``metrics.jsonl`` is append-only and survives crashes: a line cut short by a kill is dropped when the
+file is reopened (so the next row does not fuse with it), and ``rewind(step)`` on resume moves rows past
+the resumed step (written by the lost part of the run, and about to be written again) to
+``metrics.rewound.jsonl``, so each step appears once in ``metrics.jsonl``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,7 @@ class MetricsLogger:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        drop_partial_last_line(self.path)
         self.file = open(self.path, "a")
         self.bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True,
                         disable=not logging_cfg.progress_bar)
@@ -55,6 +62,16 @@ class MetricsLogger:
             shown = {k: f"{row[k]:.4g}" for k in ("loss", "val_loss", "lr") if k in row}
             self.bar.set_postfix(shown, refresh=False)
 
+    def rewind(self, step: int) -> int:
+        """Keep only rows with ``step <= step`` (call after resuming from that step); the rows removed
+        are appended to ``metrics.rewound.jsonl``. Returns how many rows were removed."""
+        if not self.enabled:
+            return 0
+        self.file.close()
+        removed = rewind_metrics(self.path, step)
+        self.file = open(self.path, "a")
+        return removed
+
     def advance(self, n: int = 1) -> None:
         if self.bar is not None:
             self.bar.update(n)
@@ -71,3 +88,39 @@ class MetricsLogger:
         self.file.close()
         if self.wandb_run is not None:
             self.wandb_run.finish()
+
+
+def drop_partial_last_line(path: Path) -> None:
+    """Cut a trailing line that a kill left without its newline (it is never a whole row)."""
+    if not path.is_file():
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def rewind_metrics(path: Path, step: int) -> int:
+    """Rewrite ``path`` atomically without rows whose step is past ``step``; append those rows to
+    ``<stem>.rewound.jsonl``. Lines that do not parse are dropped with them."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept, removed = [], []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            keep = int(json.loads(line)["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            keep = False
+        (kept if keep else removed).append(line if line.endswith("\n") else line + "\n")
+    if not removed:
+        return 0
+    with open(path.with_name(f"{path.stem}.rewound.jsonl"), "a") as f:
+        f.writelines(removed)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return len(removed)
