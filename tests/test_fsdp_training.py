@@ -99,3 +99,15 @@ def test_checkpoint_resumes_at_another_world_size(runs, tmp_path, data_cache_dir
     resumed = losses(tmp_path / "resumed")
     assert sorted(resumed) == [3, 4]  # continued at step 3, not from scratch
     assert_close(resumed, losses(source), [3, 4])
+
+
+def test_activation_checkpointing_under_fsdp2_changes_no_number(runs, tmp_path, data_cache_dir):
+    train(tmp_path / "ac", 2, data_cache_dir, "trainer.activation_checkpointing=true")
+    assert losses(tmp_path / "ac") == losses(runs / "w2")  # recomputation is bit-identical on CPU
+
+
+def test_resume_with_another_global_batch_is_refused(runs, tmp_path, data_cache_dir):
+    checkpoint = runs / "w2" / "checkpoints" / "step_00000002"
+    with pytest.raises(pytest.fail.Exception, match="global_batch_size=8"):
+        train(tmp_path / "other", 1, data_cache_dir, "trainer.global_batch_size=4", f"trainer.resume={checkpoint}")
+    assert not (tmp_path / "other" / "metrics.jsonl").exists() or "loss" not in (tmp_path / "other" / "metrics.jsonl").read_text()
