@@ -197,6 +197,8 @@ def verify_checkpoint(path: Path, deep: bool = False) -> dict[str, Any]:
                 f"{FORMAT_VERSION}"
             )
         for name, entry in manifest["files"].items():
+            if isinstance(entry, int):  # written before CRCs were recorded: size only
+                entry = {"bytes": entry, "crc32": None}
             file = path / name
             if not file.is_file():
                 raise CheckpointError(f"checkpoint {path} is missing file '{name}'")
@@ -206,7 +208,8 @@ def verify_checkpoint(path: Path, deep: bool = False) -> dict[str, Any]:
                     f"checkpoint {path}: file '{name}' has {size} bytes, its manifest says {entry['bytes']} "
                     f"(truncated or replaced)"
                 )
-            if (deep or not name.endswith(".distcp")) and file_crc32(file) != entry["crc32"]:
+            checked = entry["crc32"] is not None and (deep or not name.endswith(".distcp"))
+            if checked and file_crc32(file) != entry["crc32"]:
                 raise CheckpointError(
                     f"checkpoint {path}: file '{name}' does not match the CRC32 in its manifest "
                     f"(corrupted, or copied from another checkpoint)"
