@@ -106,6 +106,19 @@ class _Exchange:
         self.sent_elements += sum(n for d, n in enumerate(send_numel) if d != self.rank)
         return list(recv_buf.split(recv_numel))
 
+    def _gather(self, blocks, splits, cols, receives) -> dict[int, torch.Tensor]:
+        """Whole matrices where they are needed: ``receives(d)`` lists the matrices rank d assembles.
+        Every rank sends its row block of each of them to d; one all_to_all."""
+        mine = receives(self.rank)
+        send = [[blocks[i] for i in receives(d)] for d in range(self.world_size)]
+        recv_numel = [sum(splits[i][s] * cols[i] for i in mine) for s in range(self.world_size)]
+        recv = self._all_to_all(send, recv_numel, blocks[0].device)
+        pieces: dict[int, list[torch.Tensor]] = defaultdict(list)
+        for source, buf in enumerate(recv):
+            for i, rows in zip(mine, _unpack(buf, [(splits[i][source], cols[i]) for i in mine])):
+                pieces[i].append(rows)
+        return {i: torch.cat(pieces[i]) for i in mine}
+
     def _orthogonalize_whole(self, matrices: dict[int, torch.Tensor], full_shapes) -> dict[int, torch.Tensor]:
         """NS of whole matrices, batched by shape (LocalOrthogonalizer does the stacking)."""
         ids = sorted(matrices)
@@ -136,27 +149,21 @@ class ShardedOrthogonalizer(_Exchange):
         W, me, device = self.world_size, self.rank, blocks[0].device
         splits = self._splits(blocks, full_shapes)
         owners = self.plan(full_shapes)
-        mine = [i for i, owner in enumerate(owners) if owner == me]
+        owned_by = [[i for i, owner in enumerate(owners) if owner == d] for d in range(W)]
+        mine = owned_by[me]
         cols = [shape[1] for shape in full_shapes]
 
-        # gather: my row block of matrix i goes to owner(i); I receive every rank's rows of mine
-        send = [[blocks[i] for i in range(len(blocks)) if owners[i] == d] for d in range(W)]
-        recv = self._all_to_all(send, [sum(splits[i][s] * cols[i] for i in mine) for s in range(W)], device)
-        pieces: dict[int, list[torch.Tensor]] = defaultdict(list)
-        for source, buf in enumerate(recv):
-            for i, rows in zip(mine, _unpack(buf, [(splits[i][source], cols[i]) for i in mine])):
-                pieces[i].append(rows)
-        whole = {i: torch.cat(pieces[i]) for i in mine}
-        orthos = self._orthogonalize_whole(whole, full_shapes)
+        # gather: my row block of matrix i goes to owner(i); I assemble the matrices I own
+        orthos = self._orthogonalize_whole(self._gather(blocks, splits, cols, owned_by.__getitem__), full_shapes)
 
         # return: rank d's rows of each of my results go back to d
         row_starts = {i: [sum(splits[i][:d]) for d in range(W)] for i in mine}
         send = [[orthos[i][row_starts[i][d]:row_starts[i][d] + splits[i][d]] for i in mine] for d in range(W)]
-        recv_numel = [sum(splits[i][me] * cols[i] for i in range(len(blocks)) if owners[i] == s) for s in range(W)]
+        recv_numel = [sum(splits[i][me] * cols[i] for i in owned_by[s]) for s in range(W)]
         recv = self._all_to_all(send, recv_numel, device)
         out: list[torch.Tensor | None] = [None] * len(blocks)
         for source, buf in enumerate(recv):
-            theirs = [i for i in range(len(blocks)) if owners[i] == source]
+            theirs = owned_by[source]
             for i, rows in zip(theirs, _unpack(buf, [(splits[i][me], cols[i]) for i in theirs])):
                 out[i] = rows.to(blocks[i].dtype)
         return out
@@ -169,15 +176,10 @@ class ReplicatedOrthogonalizer(_Exchange):
         if not blocks:
             return []
         self.sent_elements = self.ns_flops = 0
-        W, me, device = self.world_size, self.rank, blocks[0].device
+        me = self.rank
         splits = self._splits(blocks, full_shapes)
         cols = [shape[1] for shape in full_shapes]
-        recv_numel = [sum(splits[i][s] * cols[i] for i in range(len(blocks))) for s in range(W)]
-        recv = self._all_to_all([list(blocks) for _ in range(W)], recv_numel, device)
-        pieces: dict[int, list[torch.Tensor]] = defaultdict(list)
-        for source, buf in enumerate(recv):
-            for i, rows in enumerate(_unpack(buf, [(split[source], c) for split, c in zip(splits, cols)])):
-                pieces[i].append(rows)
-        orthos = self._orthogonalize_whole({i: torch.cat(p) for i, p in pieces.items()}, full_shapes)
+        everything = list(range(len(blocks)))
+        orthos = self._orthogonalize_whole(self._gather(blocks, splits, cols, lambda rank: everything), full_shapes)
         start = [sum(split[:me]) for split in splits]
         return [orthos[i][start[i]:start[i] + splits[i][me]].to(blocks[i].dtype) for i in range(len(blocks))]
