@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------ one process
-@pytest.mark.parametrize("signame", ["SIGUSR1", "SIGTERM"])
+@pytest.mark.parametrize("signame", ["SIGUSR1", "SIGUSR2", "SIGTERM"])
 def test_real_signal_to_a_subprocess_is_reported_not_fatal(signame):
     """The handler only records: the process keeps running, and poll names the signal and the rank."""
     child = subprocess.Popen(
@@ -54,6 +54,40 @@ def test_install_and_uninstall_restore_previous_handlers():
     assert stop.poll(DistContext()) == "signal SIGUSR1 on rank 0"
     stop.uninstall()
     assert signal.getsignal(signal.SIGUSR1) == before
+
+
+def test_uninstall_hands_the_signal_to_a_python_handler_it_displaced():
+    """E.g. submitit's pre-timeout handler (requeue + exit) runs after the stop checkpoint, not mid-step."""
+    calls = []
+    before = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
+    try:
+        stop = StopRequest(None).install()
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert calls == [] and stop.poll(DistContext()) == "signal SIGUSR2 on rank 0"
+        stop.uninstall()
+        assert calls == [signal.SIGUSR2]
+        stop.uninstall()  # idempotent: nothing installed, nothing handed over twice
+        assert calls == [signal.SIGUSR2]
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+
+
+def test_default_action_is_not_replayed_after_the_stop():
+    """SIGTERM's default action would kill the process after its checkpoint: it exits 0 instead."""
+    child = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            import os, signal
+            from trainer.distributed import DistContext
+            from trainer.preemption import PREEMPTED_EXIT_CODE, StopRequest
+            stop = StopRequest(None).install()
+            os.kill(os.getpid(), signal.SIGTERM)
+            print(stop.poll(DistContext()), flush=True)
+            stop.uninstall()
+            raise SystemExit(PREEMPTED_EXIT_CODE)
+        """)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert (child.returncode, child.stdout.strip()) == (0, "signal SIGTERM on rank 0"), child.stderr
 
 
 def test_no_request_polls_none(tmp_path):

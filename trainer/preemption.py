@@ -2,8 +2,8 @@
 
 Two ways to ask a run to stop (the loop then saves a checkpoint and exits with PREEMPTED_EXIT_CODE):
 
-* a signal (SIGUSR1, SIGTERM by default) delivered to a training process, e.g. by a scheduler that
-  signals the tasks directly, or by hand: ``kill -USR1 <pid>``;
+* a signal (DEFAULT_SIGNALS: SIGUSR1, SIGUSR2, SIGTERM) delivered to a training process, e.g. by a
+  scheduler that signals the tasks directly (submitit), or by hand: ``kill -USR1 <pid>``;
 * the stop file ``<run_dir>/STOP`` appearing, e.g. ``touch runs/<name>/<stamp>/STOP``.
 
 The stop file exists because signals do not reach the workers cleanly under ``srun`` -> ``torchrun``:
@@ -33,6 +33,10 @@ import torch.distributed as dist
 # exit code to decide to requeue. A run that stopped early is told apart from a finished one by the
 # log line "stopping at step N: <reason>" and by the missing summary.json.
 PREEMPTED_EXIT_CODE = 0
+
+# SIGUSR1: what slurm/*.sbatch and most schedulers send before a time limit; SIGUSR2: submitit's
+# pre-timeout signal (hydra-submitit-launcher); SIGTERM: scancel, the time limit itself, docker stop.
+DEFAULT_SIGNALS = ("SIGUSR1", "SIGUSR2", "SIGTERM")
 
 STOP_FILE_NAME = "STOP"  # slurm/train.sbatch touches <run_dir>/STOP; keep the two in step
 
@@ -64,7 +68,7 @@ class StopRequest:
             stop.uninstall()
     """
 
-    def __init__(self, stop_file: Path | None, signals: Sequence[str] = ("SIGUSR1", "SIGTERM")) -> None:
+    def __init__(self, stop_file: Path | None, signals: Sequence[str] = DEFAULT_SIGNALS) -> None:
         self.stop_file = Path(stop_file) if stop_file is not None else None
         self.signals = [_signal_number(name) for name in signals]
         self.received: int | None = None  # number of the last signal received, set by the handler
@@ -83,10 +87,20 @@ class StopRequest:
         return self
 
     def uninstall(self) -> None:
-        """Restore the handlers that were in place before install()."""
-        for signum, previous in self._previous.items():
+        """Restore the handlers that were in place before install(); call it after the stop checkpoint.
+
+        If a signal arrived and the handler it displaced is a Python function, that function now gets
+        the signal: e.g. submitit's pre-timeout handler, which requeues the job and exits, runs after
+        the checkpoint instead of in the middle of a step. Default actions (SIG_DFL, SIG_IGN) are not
+        replayed, so a plain process stopped by SIGTERM still exits with PREEMPTED_EXIT_CODE.
+        """
+        previous_handlers, self._previous = self._previous, {}
+        for signum, previous in previous_handlers.items():
             signal.signal(signum, previous)
-        self._previous.clear()
+        received = self.received
+        if received is not None and callable(previous_handlers.get(received)):
+            self.received = None
+            previous_handlers[received](received, None)
 
     def poll(self, ctx) -> str | None:
         """The reason to stop if any rank got a signal or the stop file exists, else None.
