@@ -43,6 +43,12 @@ orthogpt_check_common() {
     done
 }
 
+# The override sets of a sweep file, one per output line: blank lines and '#' comment lines skipped.
+# Overrides on a line are separated by whitespace (no quoting); slurm/check_sweep.py reads it alike.
+orthogpt_sweep_lines() {
+    grep -v -E '^[[:space:]]*(#|$)' "$1" || true
+}
+
 # Called by bash when the batch shell gets the pre-timeout signal (--signal=B:USR1@N), or by hand:
 # scancel --signal=USR1 --batch <jobid>
 orthogpt_on_preempt() {
@@ -89,7 +95,10 @@ orthogpt_train() {
     local rc=$?
     trap - USR1
 
-    if [ "$ORTHOGPT_PREEMPTED" = 1 ]; then
+    if [ "$ORTHOGPT_PREEMPTED" = 1 ] && [ -f "$RUN_DIR/summary.json" ]; then
+        # The signal came as the last step ran: the run is complete (only a finished run writes a summary)
+        echo "[slurm] $(date '+%F %T') training finished (exit $rc) before the stop request; not requeueing"
+    elif [ "$ORTHOGPT_PREEMPTED" = 1 ]; then
         # Requeue whatever srun returned: a failed stop still resumes from the last good checkpoint.
         echo "[slurm] $(date '+%F %T') training stopped (exit $rc); requeueing job $SLURM_JOB_ID"
         scontrol requeue "$SLURM_JOB_ID" || orthogpt_fail "scontrol requeue $SLURM_JOB_ID failed (submitted with --no-requeue?)"

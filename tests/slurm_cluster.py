@@ -88,7 +88,8 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={self.munge_socket},cred_expire=10
+# cred_expire: a requeued job may start again cred_expire + 1 s after the requeue (default 120 s)
+AuthInfo=socket={self.munge_socket},cred_expire=5
 StateSaveLocation={r}/state
 SlurmdSpoolDir={r}/spool
 SlurmctldPidFile={r}/slurmctld.pid
@@ -100,6 +101,8 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/builtin
+# sched_interval: how often pending jobs (e.g. a requeued one whose wait is over) are looked at (default 60 s)
+SchedulerParameters=sched_interval=2
 MpiDefault=none
 SwitchType=switch/none
 JobAcctGatherType=jobacct_gather/none

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from slurm_cluster import LocalSlurm, ensure_slurm_installed
 
@@ -21,6 +24,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.distributed]
 REPO = Path(__file__).resolve().parents[1]
 NPROC = 2
 MAX_STEPS = 60
+SUBMITIT_STEPS = 40
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 
 
@@ -140,3 +144,74 @@ def test_preempted_job_checkpoints_requeues_and_resumes(slurm, runs_dir, data_ca
     losses = train_losses(read_rows(run_dir))
     assert sorted(losses) == list(range(1, MAX_STEPS + 1))
     assert losses == reference
+
+
+# ------------------------------------------------------------------------------ sweeps
+def wait_until_gone(slurm: LocalSlurm, job: int, timeout: float) -> None:
+    """Until no task of job (an array job id works too) is pending, running or completing."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not slurm.run(["squeue", "-h", "-j", str(job), "-t", "PD,R,CG,RQ,S"], check=False).stdout.strip():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"job {job} still queued after {timeout:.0f} s\n{slurm.logs()}")
+
+
+def short_args(data_dir: Path, steps: int) -> list[str]:
+    return [a for a in train_args(data_dir) if not a.startswith("trainer.max_steps=")] + [f"trainer.max_steps={steps}"]
+
+
+def test_sweep_file_runs_as_a_job_array(slurm, runs_dir, data_cache_dir, tmp_path):
+    sweep = tmp_path / "opt_sweep.txt"
+    sweep.write_text("# optimizer sweep\noptim=adamw optim.matrix.lr=1e-3\n\noptim=muon\n")
+    env = {"DEVICE": "cpu", "NPROC_PER_NODE": "1", "RUNS_DIR": str(runs_dir), "WANDB_SILENT": "true"}
+    done = slurm.run(["slurm/submit_sweep.sh", "--cpus-per-task=1", f"--output={runs_dir}/sweep-%A_%a.out",
+                      str(sweep), *short_args(data_cache_dir, 6)], env=env, cwd=REPO, timeout=120)
+    array_job = int(done.stdout.strip())
+    wait_until_gone(slurm, array_job, timeout=180)
+    for task, optimizer, lr in ((0, "adamw", 1e-3), (1, "muon", 0.02)):
+        run_dir = runs_dir / "opt_sweep" / str(array_job) / str(task)
+        log = (runs_dir / f"sweep-{array_job}_{task}.out").read_text()
+        assert json.loads((run_dir / "summary.json").read_text())["step"] == 6, log[-3000:]
+        config = OmegaConf.load(run_dir / "config.yaml")
+        assert (config.optim.name, config.optim.matrix.lr) == (optimizer, lr)
+
+
+def test_bad_sweep_line_is_refused_before_anything_is_queued(slurm, runs_dir, tmp_path):
+    sweep = tmp_path / "bad_sweep.txt"
+    sweep.write_text("optim=adamw\noptim=nosuch\noptim=muon optim.matrix.lr=-1\n")
+    env = {"DEVICE": "cpu", "NPROC_PER_NODE": "1", "RUNS_DIR": str(runs_dir)}
+    done = slurm.run(["slurm/submit_sweep.sh", str(sweep), "model=gpt2-test", "trainer.seq_len=32"],
+                     env=env, cwd=REPO, check=False, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""  # no job id: nothing submitted
+    assert f"{sweep}:2: optim=nosuch" in done.stderr and "Could not find 'optim/nosuch'" in done.stderr
+    assert f"{sweep}:3: optim=muon optim.matrix.lr=-1" in done.stderr and "optim.matrix.lr must be > 0" in done.stderr
+    assert f"{sweep}:1:" not in done.stderr
+    assert not (runs_dir / "bad_sweep").exists()
+
+
+def test_hydra_submitit_multirun_survives_preemption(slurm, data_cache_dir, tmp_path):
+    """python train.py -m hydra/launcher=slurm_cpu: one Slurm job per point; submitit's pre-timeout
+    signal (USR2) to one of them -> checkpoint -> submitit requeues -> resume -> both complete."""
+    sweep_dir = tmp_path / "multirun"
+    cmd = [sys.executable, "train.py", "-m", "hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1",
+           f"hydra.sweep.dir={sweep_dir}", "optim=adamw,muon", "trainer.resume=auto",
+           *short_args(data_cache_dir, SUBMITIT_STEPS)]
+    launcher = subprocess.Popen(cmd, cwd=REPO, env={**slurm.env(), "WANDB_SILENT": "true"},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        metrics = sweep_dir / "0_gpt2-test-adamw" / "metrics.jsonl"
+        wait_for_line(metrics, r'"step": ?10\b', timeout=180)
+        task = slurm.run(["squeue", "-h", "-o", "%i", "-n", "train"]).stdout.split()
+        first = sorted(task)[0]  # <array id>_0: the adamw point
+        slurm.run(["scancel", "--signal=USR2", first])
+        out, _ = launcher.communicate(timeout=300)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 0, out[-3000:]
+    logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").glob("*/*_log.out"))
+    stopped = int(re.search(r"stopping at step (\d+): signal SIGUSR2 on rank 0", logs).group(1))
+    assert f"resumed from {sweep_dir}/0_gpt2-test-adamw/checkpoints/step_{stopped:08d} at step {stopped}" in logs
+    for point in ("0_gpt2-test-adamw", "1_gpt2-test-muon"):
+        assert json.loads((sweep_dir / point / "summary.json").read_text())["step"] == SUBMITIT_STEPS
+        assert sorted(train_losses(read_rows(sweep_dir / point))) == list(range(1, SUBMITIT_STEPS + 1))
