@@ -79,6 +79,7 @@ class Trainer:
             "model": model_config_dict(self.cfg),
             "optim": self.cfg.optim.name,
             "skipped_steps": self.skipped_steps,
+            "optimizer_steps": self.optimizer_steps,
             "global_batch_sequences": self.micro_batch * self.grad_accum * self.ctx.world_size,
         }
 
@@ -110,6 +111,7 @@ class Trainer:
         self.train_loader.load_state_dict(state["loader"])
         self.step = int(state["step"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.optimizer_steps = int(state.get("optimizer_steps", self.step - self.skipped_steps))
         log(f"resumed from {path} at step {self.step}")
 
     def save(self) -> Path:
@@ -194,13 +196,15 @@ class Trainer:
         config_dict = OmegaConf.to_container(self.cfg, resolve=True)
         logger = MetricsLogger(self.run_dir, self.cfg.logging, config_dict, int(t.max_steps), 0, ctx.is_main)
         self.maybe_resume(logger.write)
+        if self.step:  # rows past the checkpoint came from the lost part of the run: they will be redone
+            logger.rewind(self.step)
         logger.advance(self.step)
         stop = StopRequest(stop_file_for(self.run_dir)).install()  # preemption: signal or STOP file
         try:
             stopped = self._train_until(int(t.max_steps), logger, stop)
         finally:
+            logger.close()  # before uninstall: a handed-over handler (submitit's) may exit the process
             stop.uninstall()
-        logger.close()
         if stopped is not None:
             return {"step": self.step, "val_loss": None, "stopped": stopped}
         return self._finish()
