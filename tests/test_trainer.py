@@ -167,3 +167,23 @@ def test_stop_file_checkpoints_stops_and_the_resumed_run_finishes(prepared_embed
     summary = Trainer(make_cfg(data_cache_dir, *base, "trainer.resume=auto"), DistContext(), run_dir).fit()
     assert summary["step"] == 4 and summary["optimizer_steps"] == 4  # counted across the resume
     assert json.loads((run_dir / "summary.json").read_text())["step"] == 4
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, (0, 1, 0)),
+        ({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}, (3, 4, 1)),  # torchrun
+        ({"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_LOCALID": "1", "SLURM_NTASKS": "2"}, (1, 2, 1)),
+        ({"SLURM_PROCID": "0", "SLURM_NTASKS": "2"}, (0, 1, 0)),  # the batch script is not a step: one process
+        ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "1"}, (0, 2, 0)),
+    ],
+)
+def test_launcher_world_from_torchrun_or_slurm_step(monkeypatch, env, expected):
+    from trainer.distributed import launcher_world
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID", "SLURM_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert launcher_world() == expected

@@ -1,6 +1,7 @@
 """Process group, device and device mesh from the launcher's environment.
 
-torchrun (and srun + torchrun) set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. A plain
+torchrun (and srun + torchrun) set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; tasks
+started by Slurm alone (srun, submitit) are recognised from SLURM_PROCID / SLURM_NTASKS. A plain
 ``python train.py`` has none of them and runs as one process with no process group at all.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import subprocess
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,12 +44,38 @@ class DistContext:
 
 
 def launcher_world() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) as the launcher set them; (0, 1, 0) for a plain process."""
+    """(rank, world_size, local_rank) as the launcher set them; (0, 1, 0) for a plain process.
+
+    torchrun sets RANK / WORLD_SIZE / LOCAL_RANK. Tasks of a Slurm job step (``srun`` with several
+    tasks, or submitit's ``tasks_per_node`` > 1) have only SLURM_PROCID / SLURM_STEP_NUM_TASKS /
+    SLURM_LOCALID: those count too (see ``slurm_rendezvous`` for the address). The batch script
+    itself is not a step (no SLURM_STEP_NUM_TASKS), so ``python train.py`` there stays one process.
+    """
+    if "RANK" in os.environ or "SLURM_STEP_NUM_TASKS" not in os.environ or "SLURM_PROCID" not in os.environ:
+        return (
+            int(os.environ.get("RANK", 0)),
+            int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)),
+        )
     return (
-        int(os.environ.get("RANK", 0)),
-        int(os.environ.get("WORLD_SIZE", 1)),
-        int(os.environ.get("LOCAL_RANK", 0)),
+        int(os.environ["SLURM_PROCID"]),
+        int(os.environ["SLURM_STEP_NUM_TASKS"]),
+        int(os.environ.get("SLURM_LOCALID", 0)),
     )
+
+
+def slurm_rendezvous() -> None:
+    """MASTER_ADDR / MASTER_PORT for processes started by Slurm without torchrun: the first host of
+    the allocation, and a port derived from the job id (the same on every task of the job)."""
+    if "MASTER_ADDR" not in os.environ:
+        nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST")
+        if not nodes:
+            raise RuntimeError("Slurm tasks without torchrun need SLURM_JOB_NODELIST or MASTER_ADDR to meet")
+        hosts = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True)
+        os.environ["MASTER_ADDR"] = hosts.stdout.split()[0]
+    os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
+    rank, world_size, local_rank = launcher_world()
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(local_rank))
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -94,6 +122,8 @@ def init_distributed(
         torch.cuda.set_device(device)
     if world_size == 1:
         return DistContext(device=device)
+    if "RANK" not in os.environ:  # started by Slurm, not torchrun
+        slurm_rendezvous()
     if backend == "auto":
         backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
