@@ -9,8 +9,9 @@ could land in different directories (they start at different instants), and a to
        resumes in its own directory)
     2. torchrun on several nodes: the rendezvous id (--rdzv-id, shared by all nodes)
     3. torchrun on one node: the start time of the torchrun agent, the parent of every worker
-    4. a plain process: the current time
-Formats 3 and 4 are ``%Y-%m-%d_%H-%M-%S``.
+    4. several tasks of one Slurm job step without torchrun (srun -n, submitit): the job id
+    5. a plain process: the current time
+Formats 3 and 5 are ``%Y-%m-%d_%H-%M-%S``.
 
 ``${hydra_subdir:}`` is ``.hydra`` on rank 0 and null elsewhere, so only rank 0 writes Hydra's copy
 of the config.
@@ -55,6 +56,8 @@ def run_stamp() -> str:
         started = _process_start_time(os.getppid())
         if started is not None:
             return started.strftime(STAMP_FORMAT)
+    elif int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
+        return os.environ["SLURM_JOB_ID"]
     return datetime.datetime.now().strftime(STAMP_FORMAT)
 
 
