@@ -187,3 +187,19 @@ def test_launcher_world_from_torchrun_or_slurm_step(monkeypatch, env, expected):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert launcher_world() == expected
+
+
+def test_run_stamp_is_shared_by_a_job_and_explains_multi_node_without_rdzv_id(monkeypatch):
+    from trainer.run_dir import run_stamp
+
+    for key in ("ORTHOGPT_RUN_STAMP", "TORCHELASTIC_RUN_ID", "GROUP_WORLD_SIZE", "SLURM_STEP_NUM_TASKS", "SLURM_JOB_ID"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # torchrun on one node: the agent's start time
+    assert run_stamp() == run_stamp() and len(run_stamp()) == len("2026-01-01_00-00-00")
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="--rdzv-id"):
+        run_stamp()
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job42")
+    assert run_stamp() == "job42"
+    monkeypatch.setenv("ORTHOGPT_RUN_STAMP", "12345")  # set by slurm/train.sbatch: stable across requeues
+    assert run_stamp() == "12345"
