@@ -214,3 +214,16 @@ def test_non_tensor_values_load_with_weights_only(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         planner.load_bytes(None, buffer)
     assert not marker.exists()
+
+
+def test_later_checkpoints_of_a_left_timeline_are_set_aside_not_resumed(runs, data_cache_dir, tmp_path):
+    """A fresh run (another seed) in the directory of an old one: its saves are not pruned in favour of
+    the old run's later checkpoints, which are kept as abandoned_step_* and never resumed."""
+    run = copy_run(runs, tmp_path)
+    old = {s: tensor_file_crcs(step_dir(run, s)) for s in STEPS}
+    train_in_process(compose_config(data_cache_dir, "trainer.resume=false", "seed=7", max_steps=6), run)
+    assert [p.name for p in ckpt.list_complete(run / "checkpoints")] == ["step_00000003", "step_00000006"]
+    assert tensor_file_crcs(step_dir(run, 6)) != old[6]  # the new run's, not the old one's
+    for step in (6, 9):
+        assert tensor_file_crcs(run / "checkpoints" / f"abandoned_step_{step:08d}") == old[step]
+    assert ckpt.find_resumable(run / "checkpoints") == step_dir(run, 6)

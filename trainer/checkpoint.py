@@ -11,7 +11,9 @@ Layout of ``<run_dir>/checkpoints/``::
 
 A save writes into the temporary directory, fsyncs every file, writes the manifest, and renames the
 directory into place; only then are checkpoints beyond the newest ``keep`` deleted, so a failed write
-never touches the last good checkpoint.
+never touches the last good checkpoint. Complete checkpoints of later steps than the one written
+(a timeline the run left by resuming from an earlier checkpoint, or by starting afresh in an old run's
+directory) are renamed ``abandoned_step_*``: kept, but never resumed or pruned.
 
 Verification (``verify_checkpoint``) checks every listed file's size, and the CRC32 of every file
 except the large tensor-data files (``*.distcp``: their CRC is recorded, each rank hashing the files
@@ -51,6 +53,7 @@ DCP_METADATA = ".metadata"
 FORMAT_VERSION = 1
 TMP_PREFIX = ".tmp_"
 OLD_PREFIX = ".old_"
+ABANDONED_PREFIX = "abandoned_"
 
 
 class CheckpointError(RuntimeError):
@@ -144,6 +147,7 @@ def save_checkpoint(
             f.flush()
             os.fsync(f.fileno())
         _publish(tmp, final)
+        set_aside_later_checkpoints(root, step)
         prune_checkpoints(root, keep)
     ctx.barrier()
     return final
@@ -173,6 +177,21 @@ def remove_stale_writes(root: Path) -> None:
     for path in Path(root).iterdir():
         if path.is_dir() and path.name.startswith((TMP_PREFIX, OLD_PREFIX)):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def set_aside_later_checkpoints(root: Path, step: int) -> list[Path]:
+    """Rename checkpoints of steps after ``step`` to ``abandoned_step_*``: they belong to a timeline
+    this run has left (it resumed from an earlier checkpoint, or started afresh in an old run's
+    directory). Left in place, resume=auto would pick them up, and pruning would delete this run's
+    newer saves before them; renamed, they are kept for inspection but never resumed or pruned."""
+    moved = []
+    for path in list_complete(root):
+        if int(path.name.split("_")[1]) > step:
+            target = path.with_name(f"{ABANDONED_PREFIX}{path.name}")
+            shutil.rmtree(target, ignore_errors=True)
+            os.rename(path, target)
+            moved.append(target)
+    return moved
 
 
 def prune_checkpoints(root: Path, keep: int) -> None:
