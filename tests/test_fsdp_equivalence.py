@@ -23,7 +23,7 @@ from optim.distributed import shard_group
 from optim.dtensor_utils import is_dtensor
 from optim.registry import get_builder, param_groups
 from optim.sharded_orthogonalizer import assign_owners, flops_per_rank
-from tests.multiprocess import run_ranks
+from tests.spawn_ranks import run_ranks
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIMIZERS = ("adamw", "muon", "namo", "namo_d", "adago", "normuon")
