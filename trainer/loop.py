@@ -147,7 +147,7 @@ class Trainer:
         if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
             if self.cfg.trainer.on_nonfinite == "stop":
                 raise FloatingPointError(
-                    f"non-finite loss ({loss_value}) or grad norm ({grad_norm}) at step {self.step}; "
+                    f"non-finite loss ({loss_value}) or grad norm ({grad_norm}) at step {self.step + 1}; "
                     f"the last checkpoint is intact. Set trainer.on_nonfinite=skip to skip such steps"
                 )
             self.skipped_steps += 1
