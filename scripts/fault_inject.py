@@ -102,6 +102,23 @@ def corrupt_and_resume(fault: str, job: TrainJob, rng: random.Random) -> dict:
             "killed_after_step": last_logged_step(job.run_dir)}
 
 
+KNOWN_FAILURES = {  # signature in the job's output -> what it means
+    "connectFullMesh failed": "restarted ranks could not connect (gloo address from the dead attempt)",
+    "terminate called without an active exception": "a rank aborted (SIGABRT) while exiting",
+    "did not finish": "the restarted job hung",
+}
+
+
+def failure_cause(job: TrainJob, err: AssertionError) -> str:
+    text = str(err)
+    try:
+        text += job.output()
+    except OSError:
+        pass
+    causes = [meaning for signature, meaning in KNOWN_FAILURES.items() if signature in text]
+    return "; ".join(causes) or str(err).strip().splitlines()[0][:200]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faults", nargs="+", default=["kill-step", "kill-write"])
@@ -148,7 +165,8 @@ def main(argv=None) -> int:
                 record["steps_redone"] = record["killed_after_step"] - (int(resumed.group(1)) if resumed else 0)
                 record["lost"] = differences_from(job, references[key])
             except AssertionError as err:  # the harness could not inject, or the job failed to finish
-                record["lost"] = [f"trial failed: {str(err)[-800:]}"]
+                record["lost"] = [f"job failed: {failure_cause(job, err)}"]
+                record["error"] = str(err)[-3000:]
             record["seconds"] = round(time.time() - t0, 1)
             records.append(record)
             status = "ok" if not record["lost"] else f"LOST {record['lost']}"
@@ -175,7 +193,8 @@ def table(header: dict, records: list[dict]) -> str:
             fault = f"{fault} ({sum(inside)} inside the write)"
         spread = f"{sum(redone) / len(redone):.1f} / {max(redone)}" if redone else "-"
         failed = [r for r in rows if r["lost"]]
-        lost = "nothing" if not failed else f"{len(failed)} trial(s): " + "; ".join(failed[0]["lost"])[:200]
+        causes = dict.fromkeys(problem for r in failed for problem in r["lost"])
+        lost = "nothing" if not failed else f"{len(failed)} trial(s): " + "; ".join(causes)[:300]
         lines.append(f"| {fault} | {rows[0]['ranks']} | {len(rows)} | {', '.join(sorted({r['optim'] for r in rows}))} "
                      f"| {spread} | {lost} |")
     return "\n".join(lines)
