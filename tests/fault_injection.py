@@ -338,6 +338,10 @@ def differences_from(job: TrainJob, reference: TrainJob) -> list[str]:
     except AssertionError as err:
         return [str(err)]
     want = losses(reference.run_dir)
+    rows = [json.loads(line) for line in (Path(job.run_dir) / "metrics.jsonl").read_text().splitlines()]
+    loss_steps = [row["step"] for row in rows if "loss" in row]
+    if len(loss_steps) != len(set(loss_steps)):  # the resume rewinds rows past its checkpoint
+        problems.append(f"metrics.jsonl repeats steps: {sorted(s for s in set(loss_steps) if loss_steps.count(s) > 1)}")
     if sorted(got) != sorted(want):
         problems.append(f"steps logged {sorted(got)} != {sorted(want)}")
     problems += [f"step {s}: loss {got[s]!r} != {want[s]!r}" for s in sorted(want) if s in got and got[s] != want[s]]
