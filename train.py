@@ -44,7 +44,7 @@ def main(cfg: DictConfig) -> float | None:
         summary = Trainer(cfg, ctx, run_dir).fit()
         return summary["val_loss"]
     finally:
-        shutdown()
+        shutdown(ctx)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ started by Slurm alone (srun, submitit) are recognised from SLURM_PROCID / SLURM
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import subprocess
 from dataclasses import dataclass
@@ -111,6 +112,25 @@ def mesh_shape(world_size: int, dp_replicate: int = 1, dp_shard: int = -1) -> tu
     return dp_replicate, dp_shard
 
 
+def _store_for_this_attempt(rank: int, world_size: int, timeout: datetime.timedelta):
+    """The rendezvous store, with a key prefix per torchrun attempt (None: env:// as usual).
+
+    After a worker dies, ``torchrun --max-restarts`` restarts every worker against the SAME agent
+    store, which still holds the dead attempt's gloo addresses under the same keys: the new workers
+    then connect to ports nobody listens on ("connectFullMesh failed ... Connection refused").
+    Prefixing the keys with TORCHELASTIC_RESTART_COUNT gives every attempt a clean namespace.
+    """
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None:
+        return None
+    hosted_by_agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+        is_master=not hosted_by_agent and rank == 0, timeout=timeout,
+    )
+    return dist.PrefixStore(f"orthogpt/attempt{attempt}", store)
+
+
 def init_distributed(
     device_name: str = "auto", backend: str = "auto", timeout_minutes: float = 30,
     dp_replicate: int = 1, dp_shard: int = -1,
@@ -127,10 +147,14 @@ def init_distributed(
     if backend == "auto":
         backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
+        timeout = datetime.timedelta(minutes=timeout_minutes)
         dist.init_process_group(
             backend=backend,
-            timeout=datetime.timedelta(minutes=timeout_minutes),
+            timeout=timeout,
             device_id=device if device.type == "cuda" else None,
+            store=_store_for_this_attempt(rank, world_size, timeout),
+            rank=rank,
+            world_size=world_size,
         )
     from torch.distributed.device_mesh import init_device_mesh
 
@@ -141,6 +165,13 @@ def init_distributed(
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device, mesh=mesh)
 
 
-def shutdown() -> None:
+def shutdown(ctx: DistContext | None = None) -> None:
+    """Destroy the process group once nothing holds the device mesh: a DeviceMesh still alive at
+    interpreter exit makes gloo abort the process (SIGABRT) in a sizeable fraction of clean exits on
+    torch 2.13, and torchrun then reports a finished job as failed. The model and optimizer that
+    reference the mesh are garbage by now; collect them before destroying the group."""
+    if ctx is not None:
+        ctx.mesh = None
+    gc.collect()
     if dist.is_initialized():
         dist.destroy_process_group()

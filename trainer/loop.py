@@ -196,8 +196,8 @@ class Trainer:
         config_dict = OmegaConf.to_container(self.cfg, resolve=True)
         logger = MetricsLogger(self.run_dir, self.cfg.logging, config_dict, int(t.max_steps), 0, ctx.is_main)
         self.maybe_resume(logger.write)
-        if self.step:  # rows past the checkpoint came from the lost part of the run: they will be redone
-            logger.rewind(self.step)
+        # rows past the resumed step (0 for a fresh start) came from a lost attempt: they will be redone
+        logger.rewind(self.step)
         logger.advance(self.step)
         stop = StopRequest(stop_file_for(self.run_dir)).install()  # preemption: signal or STOP file
         try:
