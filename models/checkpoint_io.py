@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from models.gpt2 import GPT, GPTConfig
@@ -90,7 +91,9 @@ def read_model_checkpoint(path: str | Path, log=print) -> tuple[GPTConfig, dict[
         warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
         try:
             dcp.load({"model": to_load}, storage_reader=reader, planner=ckpt.SafeLoadPlanner(), no_dist=True)
-        except Exception as err:  # DCP raises assorted errors for corrupt files
+        # DCP raises assorted errors for corrupt files, some wrapped in a CheckpointException, which
+        # derives from BaseException
+        except (Exception, CheckpointException) as err:
             raise ckpt.CheckpointError(f"checkpoint {path} could not be loaded: {err}") from err
     return config, {_strip_wrappers(k): v for k, v in to_load.items()}, state
 
