@@ -5,16 +5,23 @@ Thin on purpose: compose the config, validate it, set up processes, and hand ove
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
+import os
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+# Intel MKL (torch's CPU BLAS) may pick different code paths from run to run (memory alignment,
+# threading), which changes fp32 results in the last bits and breaks exact resume. STRICT conditional
+# numerical reproducibility removes that at no measured cost (BENCHMARKS.md); set before torch loads.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
-from trainer.config import resolved_yaml, validate_config
-from trainer.distributed import init_distributed, launcher_world, shutdown
-from trainer.run_dir import register_resolvers
+import subprocess  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from trainer.config import resolved_yaml, validate_config  # noqa: E402
+from trainer.distributed import init_distributed, launcher_world, shutdown  # noqa: E402
+from trainer.run_dir import register_resolvers  # noqa: E402
 
 register_resolvers()  # ${run_stamp:} and ${hydra_subdir:} in configs/train.yaml
 
