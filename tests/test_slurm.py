@@ -215,3 +215,20 @@ def test_hydra_submitit_multirun_survives_preemption(slurm, data_cache_dir, tmp_
     for point in ("0_gpt2-test-adamw", "1_gpt2-test-muon"):
         assert json.loads((sweep_dir / point / "summary.json").read_text())["step"] == SUBMITIT_STEPS
         assert sorted(train_losses(read_rows(sweep_dir / point))) == list(range(1, SUBMITIT_STEPS + 1))
+
+
+def test_submitit_point_with_two_tasks_trains_under_fsdp2(slurm, data_cache_dir, tmp_path):
+    """hydra.launcher.tasks_per_node=2: submitit starts two plain processes (no torchrun); the trainer
+    forms its process group from the step's SLURM_PROCID / SLURM_STEP_NUM_TASKS and trains FSDP2."""
+    sweep_dir = tmp_path / "multirun"
+    cmd = [sys.executable, "train.py", "-m", "hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1",
+           "hydra.launcher.tasks_per_node=2", f"hydra.sweep.dir={sweep_dir}", "optim=muon",
+           "trainer.global_batch_size=8", "trainer.checkpoint_every=3", *short_args(data_cache_dir, 6)]
+    done = subprocess.run(cmd, cwd=REPO, env={**slurm.env(), "WANDB_SILENT": "true"}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    point = sweep_dir / "0_gpt2-test-muon"
+    assert json.loads((point / "summary.json").read_text())["step"] == 6
+    checkpoint = point / "checkpoints" / "step_00000006"
+    assert {"rng_rank0.pt", "rng_rank1.pt", "__0_0.distcp", "__1_0.distcp"} <= {p.name for p in checkpoint.iterdir()}
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["world_size"] == 2
