@@ -80,9 +80,7 @@ def plot_loss_curves(
     if len(labels) != len(run_dirs):
         raise ValueError(f"got {len(labels)} labels for {len(run_dirs)} run directories")
 
-    fig = Figure(figsize=(8, 5), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    fig, ax = _new_axes()
     colours = [f"C{i % 10}" for i in range(len(run_dirs))]
     for run_dir, label, colour in zip(run_dirs, labels, colours):
         rows = read_metrics(run_dir)
@@ -97,14 +95,7 @@ def plot_loss_curves(
                     linewidth=1.5, label=f"{label} val")  # fmt: skip
     ax.set_xlabel("tokens")
     ax.set_ylabel("loss (nats/token)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, format="png")
-    return out_png
+    return _save(fig, ax, out_png)
 
 
 def _new_axes() -> tuple[Figure, object]:
