@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from trainer.checkpoint import CheckpointError
 from trainer.config import validate_config
 from trainer.distributed import DistContext
 from trainer.loop import Trainer
@@ -203,3 +204,23 @@ def test_run_stamp_is_shared_by_a_job_and_explains_multi_node_without_rdzv_id(mo
     assert run_stamp() == "job42"
     monkeypatch.setenv("ORTHOGPT_RUN_STAMP", "12345")  # set by slurm/train.sbatch: stable across requeues
     assert run_stamp() == "12345"
+
+
+def test_same_size_corruption_of_tensor_data_falls_back_to_previous_checkpoint(prepared_embedded, data_cache_dir, tmp_path):
+    """A flipped byte inside a .distcp keeps its size and would load silently: resume CRC-checks the
+    tensor files, names the broken checkpoint and resumes from the previous one."""
+    base = ("trainer.max_steps=4", "trainer.checkpoint_every=2", "trainer.eval_every=0", "trainer.keep_checkpoints=3")
+    run_dir = tmp_path / "run"
+    run(make_cfg(data_cache_dir, *base), run_dir)
+    tensor_file = next((run_dir / "checkpoints" / "step_00000004").glob("*.distcp"))
+    data = bytearray(tensor_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    tensor_file.write_bytes(bytes(data))
+    cfg = make_cfg(data_cache_dir, *base, "trainer.max_steps=6", "trainer.resume=auto")
+    lines = []
+    trainer = Trainer(cfg, DistContext(), run_dir)
+    trainer.maybe_resume(lines.append)
+    assert trainer.step == 2, lines
+    assert any("step_00000004" in line and "CRC32" in line for line in lines), lines
+    with pytest.raises(CheckpointError, match="CRC32"):
+        Trainer(make_cfg(data_cache_dir, *base, f"trainer.resume={tensor_file.parent}"), DistContext(), run_dir).maybe_resume(print)

@@ -18,7 +18,8 @@ directory) are renamed ``abandoned_step_*``: kept, but never resumed or pruned.
 Verification (``verify_checkpoint``) checks every listed file's size, and the CRC32 of every file
 except the large tensor-data files (``*.distcp``: their CRC is recorded, each rank hashing the files
 it wrote, and checked with ``deep=True``), so a truncated or missing shard, or a trainer state or DCP
-index swapped in from another checkpoint, is caught before any tensor is read.
+index swapped in from another checkpoint, is caught before any tensor is read. Resuming also checks
+the tensor files' CRCs (``verify_tensor_files``, split over the ranks, ``trainer.verify_tensors_on_resume``).
 
 Loading never runs code from the checkpoint: DCP's own reader unpickles ``.metadata`` with plain
 ``pickle`` and loads non-tensor values with ``weights_only=False``; ``load_checkpoint`` uses a reader
@@ -253,8 +254,28 @@ def list_complete(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("step_*") if (p / MANIFEST).is_file())
 
 
-def find_resumable(root: Path, log=print) -> Path | None:
-    """The newest checkpoint that verifies; broken ones are reported and skipped. None when there is no
+def verify_tensor_files(path: Path, ctx: DistContext) -> None:
+    """CRC32 of every ``*.distcp`` against the manifest, the files split over the ranks (rank r reads
+    files r, r+W, ...), so a same-size corruption of tensor data is caught before resuming from it.
+    Collective: every rank calls it; all ranks raise the same CheckpointError."""
+    path = Path(path)
+    files = json.loads((path / MANIFEST).read_text())["files"]
+    names = sorted(n for n, e in files.items() if n.endswith(".distcp") and isinstance(e, dict) and e.get("crc32"))
+    bad = [n for n in names[ctx.rank::ctx.world_size] if file_crc32(path / n) != files[n]["crc32"]]
+    if ctx.distributed:
+        gathered: list[list[str]] = [[] for _ in range(ctx.world_size)]
+        dist.all_gather_object(gathered, bad)
+        bad = sorted(n for part in gathered for n in part)
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {path}: tensor file(s) {', '.join(bad)} do not match the CRC32 in its manifest "
+            f"(corrupted on disk)"
+        )
+
+
+def find_resumable(root: Path, log=print, ctx: DistContext | None = None) -> Path | None:
+    """The newest checkpoint that verifies; broken ones are reported and skipped. With ``ctx`` (a
+    collective then) the tensor files are CRC-checked too, split over the ranks. None when there is no
     complete checkpoint at all; CheckpointError when there are some but none verifies (starting afresh
     would then silently abandon the run, and its saves would be pruned in favour of the broken ones)."""
     complete = list_complete(root)
@@ -262,6 +283,8 @@ def find_resumable(root: Path, log=print) -> Path | None:
     for path in reversed(complete):
         try:
             verify_checkpoint(path)
+            if ctx is not None:
+                verify_tensor_files(path, ctx)
             return path
         except CheckpointError as err:
             errors.append(str(err))

@@ -87,10 +87,15 @@ class Trainer:
         resume = self.cfg.trainer.resume
         if resume in (False, None, "false"):
             return
+        # CRC of the tensor files too (a same-size corruption loads silently otherwise), split over ranks
+        deep_ctx = self.ctx if self.cfg.trainer.verify_tensors_on_resume else None
         if isinstance(resume, str) and resume not in ("auto", "true"):
             path = Path(resume)
+            ckpt.verify_checkpoint(path)
+            if deep_ctx is not None:
+                ckpt.verify_tensor_files(path, deep_ctx)
         else:
-            path = ckpt.find_resumable(self.ckpt_root, log=log)
+            path = ckpt.find_resumable(self.ckpt_root, log=log, ctx=deep_ctx)
             if path is None:
                 if resume == "auto":
                     return
