@@ -71,7 +71,9 @@ def _expected_shapes(n_layer: int, n_embd: int, vocab: int, block: int) -> dict[
 
 
 def check_gpt2_state_dict(sd: Mapping[str, torch.Tensor]) -> None:
-    """Raise NotGPT2Error unless ``sd`` (models.gpt2 names and layout) is exactly a bias=True GPT-2."""
+    """Raise NotGPT2Error unless ``sd`` (models.gpt2 names and layout) is exactly a GPT-2 (with all its
+    biases, or with none: a bias-free model is the GPT-2 whose biases are zero)."""
+    sd = _with_zero_biases(dict(sd))
     for key in ("transformer.wte.weight", "transformer.wpe.weight"):
         if key not in sd or sd[key].dim() != 2:
             raise NotGPT2Error(
@@ -82,12 +84,6 @@ def check_gpt2_state_dict(sd: Mapping[str, torch.Tensor]) -> None:
     block = sd["transformer.wpe.weight"].shape[0]
     layers = {int(m.group(1)) for k in sd if (m := re.match(r"transformer\.h\.(\d+)\.", k))}
     n_layer = max(layers) + 1 if layers else 0
-    if n_layer and not any(k.endswith("bias") and ".h." in k for k in sd):
-        raise NotGPT2Error(
-            "this model has no biases (model.bias=false); HF GPT-2 always has biases in its LayerNorms "
-            "and projections, so it cannot be represented as the same model. Export supports "
-            "model.bias=true only"
-        )
     expected = _expected_shapes(n_layer, C, vocab, block)
     problems = [f"missing {k}" for k in expected if k not in sd]
     problems += [f"unexpected {k}" for k in sd if k not in expected and k != "lm_head.weight"]
@@ -112,7 +108,7 @@ def to_hf_state_dict(model_or_sd: GPT | Mapping[str, torch.Tensor]) -> dict[str,
     """HF GPT2LMHeadModel state dict (CPU, contiguous, Conv1D weights transposed) from our model or
     its state dict. Wrapper prefixes (``_orig_mod.``, ``module.``) are ignored; the shape is checked."""
     raw = model_or_sd.state_dict() if isinstance(model_or_sd, torch.nn.Module) else model_or_sd
-    sd = {_strip_wrappers(k): _full_cpu(v) for k, v in raw.items()}
+    sd = _with_zero_biases({_strip_wrappers(k): _full_cpu(v) for k, v in raw.items()})
     check_gpt2_state_dict(sd)
     out = {}
     for k, v in sd.items():
@@ -121,12 +117,20 @@ def to_hf_state_dict(model_or_sd: GPT | Mapping[str, torch.Tensor]) -> dict[str,
     return out
 
 
+def _with_zero_biases(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A bias-free model (model.bias=false, as in the NAMO recipes) is the GPT-2 whose biases are all
+    zero: the same function. HF GPT-2 always has biases, so they are added as zeros; nothing else is."""
+    if any(k.endswith(".bias") for k in sd) or not {"transformer.wte.weight", "transformer.wpe.weight"} <= set(sd):
+        return sd  # has biases, or is not a GPT-2 at all (check_gpt2_state_dict says why)
+    layers = {int(m.group(1)) for k in sd if (m := re.match(r"transformer\.h\.(\d+)\.", k))}
+    (vocab, C), block = sd["transformer.wte.weight"].shape, sd["transformer.wpe.weight"].shape[0]
+    expected = _expected_shapes(max(layers) + 1 if layers else 0, C, vocab, block)
+    dtype = sd["transformer.wte.weight"].dtype
+    return {**sd, **{k: torch.zeros(shape, dtype=dtype) for k, shape in expected.items() if k.endswith(".bias")}}
+
+
 def hf_config_from_gpt(config: GPTConfig) -> GPT2Config:
-    if not config.bias:
-        raise NotGPT2Error(
-            f"model {config.name!r} has bias=false; HF GPT-2 always has biases in its LayerNorms and "
-            f"projections, so it cannot be represented as the same model. Export supports model.bias=true"
-        )
+    """Bias-free models export as GPT-2 with zero biases (``to_hf_state_dict``), the same function."""
     return GPT2Config(
         vocab_size=config.vocab_size,
         n_positions=config.block_size,

@@ -6,8 +6,9 @@
 
 Runs in one process with no process group: DCP reshards on load, so a checkpoint written by any
 number of FSDP2 ranks exports the same. The checkpoint is verified against its manifest (sizes and
-CRC32 of every file) before any tensor is read, and a model that HF's GPT-2 cannot represent
-(e.g. model.bias=false) is refused. The directory gets config.json + model.safetensors, GPT-2's
+CRC32 of every file) before any tensor is read, and a model that HF's GPT-2 cannot represent is
+refused. A bias-free model (model.bias=false, the NAMO recipes) exports with zero biases, the same
+function. The directory gets config.json + model.safetensors, GPT-2's
 tokenizer (vocab.json, merges.txt, tokenizer.json) and orthogpt.json (where the weights came from):
 
     from transformers import AutoTokenizer, GPT2LMHeadModel

@@ -131,12 +131,16 @@ def test_non_gpt2_state_dict_is_refused(model):
         to_hf_state_dict(untied)
 
 
-def test_bias_free_model_is_refused():
-    m = GPT(GPTConfig(name="nobias", vocab_size=100, block_size=8, n_layer=1, n_head=2, n_embd=8, bias=False))
-    with pytest.raises(NotGPT2Error, match="bias=false"):
-        to_hf(m)
-    with pytest.raises(NotGPT2Error, match="no biases"):
-        to_hf_state_dict(m.state_dict())
+def test_bias_free_model_exports_as_gpt2_with_zero_biases():
+    """model.bias=false (the NAMO recipes) is the GPT-2 whose biases are zero: same logits in HF."""
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(name="nobias", vocab_size=100, block_size=8, n_layer=2, n_head=2, n_embd=8, bias=False)).eval()
+    hf_model = to_hf(m).eval()
+    biases = {k: v for k, v in hf_model.state_dict().items() if k.endswith(("ln_1.bias", "ln_f.bias", "c_attn.bias", "c_proj.bias", "c_fc.bias"))}
+    assert biases and all(torch.count_nonzero(v) == 0 for v in biases.values())
+    idx = torch.randint(0, 100, (2, 8))
+    with torch.no_grad():
+        assert (hf_model(idx).logits - m(idx)[0]).abs().max() <= 1e-5
 
 
 def test_non_gpt2_hf_config_is_refused(model):

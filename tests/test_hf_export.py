@@ -107,12 +107,13 @@ def test_import_round_trips_exactly(run_dir, exported, tmp_path):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
-def test_export_refuses_model_without_biases(tmp_path):
+def test_export_of_a_bias_free_model_gives_the_same_logits(tmp_path):
     config = GPTConfig(name="nobias", vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=8, bias=False)
-    write_model_checkpoint(tmp_path / "run", GPT(config))
-    with pytest.raises(NotGPT2Error, match="bias=false"):
-        export_hf.export_checkpoint(tmp_path / "run", tmp_path / "out")
-    assert not (tmp_path / "out").exists()  # refused before anything was written
+    torch.manual_seed(0)
+    model = GPT(config)
+    write_model_checkpoint(tmp_path / "run", model)
+    out = export_hf.export_checkpoint(tmp_path / "run", tmp_path / "out")
+    assert max_logit_diff(model, out) <= 1e-5
 
 
 def test_export_refuses_weights_that_do_not_fit_their_config(tmp_path):
