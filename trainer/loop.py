@@ -89,11 +89,9 @@ class Trainer:
             return
         # CRC of the tensor files too (a same-size corruption loads silently otherwise), split over ranks
         deep_ctx = self.ctx if self.cfg.trainer.verify_tensors_on_resume else None
-        if isinstance(resume, str) and resume not in ("auto", "true"):
+        explicit = isinstance(resume, str) and resume not in ("auto", "true")
+        if explicit:
             path = Path(resume)
-            ckpt.verify_checkpoint(path)
-            if deep_ctx is not None:
-                ckpt.verify_tensor_files(path, deep_ctx)
         else:
             path = ckpt.find_resumable(self.ckpt_root, log=log, ctx=deep_ctx)
             if path is None:
@@ -104,6 +102,8 @@ class Trainer:
                     f"point hydra.run.dir at the run to resume, or use trainer.resume=auto"
                 )
         state = ckpt.verify_checkpoint(path)
+        if explicit and deep_ctx is not None:  # find_resumable checked the others already
+            ckpt.verify_tensor_files(path, deep_ctx)
         ckpt.check_compatible(state, model_config_dict(self.cfg), path)
         if state["global_batch_sequences"] != self.micro_batch * self.grad_accum * self.ctx.world_size:
             raise ckpt.CheckpointError(
