@@ -24,6 +24,7 @@ from optim.dtensor_utils import is_dtensor
 from optim.registry import get_builder, param_groups
 from optim.sharded_orthogonalizer import assign_owners, flops_per_rank
 from tests.spawn_ranks import run_ranks
+from trainer.parallelize import shard_units
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIMIZERS = ("adamw", "muon", "namo", "namo_d", "adago", "normuon")
@@ -57,14 +58,8 @@ def optim_cfg(name: str, variant: str = "sharded"):
 def build(kind: str, name: str, mesh, variant: str = "sharded"):
     torch.manual_seed(0)
     model = GPT(ODD_GPT) if kind == "gpt" else ThreeMatrices()
-    if mesh is not None:
-        from torch.distributed.fsdp import fully_shard
-
-        units = list(model.transformer.h) if kind == "gpt" else [model.a, model.b, model.c]
-        for unit in (*units, model):
-            fully_shard(unit, mesh=mesh)
-            unit.set_gradient_divide_factor(1.0)  # as trainer.parallelize: SUM of the rank gradients
-            unit.set_force_sum_reduction_for_comms(True)
+    if mesh is not None:  # the trainer's FSDP2 wrapping, on either model
+        shard_units(list(model.transformer.h) if kind == "gpt" else [model.a, model.b, model.c], model, mesh)
     cfg = optim_cfg(name, variant)
     if kind == "gpt":
         groups = param_groups(model, cfg)

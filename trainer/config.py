@@ -43,7 +43,7 @@ def validate_config(cfg: DictConfig, world_size: int = 1) -> None:
     from trainer.schedule import Schedule
 
     from trainer.distributed import mesh_shape
-    from trainer.parallelize import resolve_dtype
+    from optim.newton_schulz import resolve_compute_dtype
 
     if cfg.optim.name not in optim.known_optimizers():
         raise ValueError(
@@ -71,7 +71,7 @@ def validate_config(cfg: DictConfig, world_size: int = 1) -> None:
     if d.grad_sync not in ("last_microbatch", "every_microbatch"):
         raise ValueError(f"distributed.grad_sync must be last_microbatch or every_microbatch, got '{d.grad_sync}'")
     for key in ("param_dtype", "reduce_dtype"):
-        resolve_dtype(str(d[key]), torch.device("cpu"), f"distributed.{key}")
+        resolve_compute_dtype(str(d[key]), torch.device("cpu"), f"distributed.{key}")
     Schedule.from_config(cfg)
     # Builds the optimizer's hyper-parameters on a throwaway model to check their ranges now.
     from models.gpt2 import GPT

@@ -19,21 +19,11 @@ import torch
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from models.gpt2 import GPT
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def resolve_dtype(name: str, device: torch.device, key: str) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if name not in DTYPES:
-        raise ValueError(f"{key} must be one of auto, {', '.join(DTYPES)}; got '{name}'")
-    return DTYPES[name]
-
+from optim.newton_schulz import resolve_compute_dtype  # auto: bf16 on CUDA, fp32 on CPU
 
 def mixed_precision(dist_cfg: Any, device: torch.device) -> MixedPrecisionPolicy:
-    param_dtype = resolve_dtype(str(dist_cfg.param_dtype), device, "distributed.param_dtype")
-    reduce_dtype = resolve_dtype(str(dist_cfg.reduce_dtype), device, "distributed.reduce_dtype")
+    param_dtype = resolve_compute_dtype(str(dist_cfg.param_dtype), device, "distributed.param_dtype")
+    reduce_dtype = resolve_compute_dtype(str(dist_cfg.reduce_dtype), device, "distributed.reduce_dtype")
     if reduce_dtype == torch.bfloat16 and device.type == "cpu":
         raise ValueError("distributed.reduce_dtype=bfloat16 is not supported on CPU (gloo); use float32")
     # fp32 everywhere -> no casts at all (the exact path the CPU tests compare against one process)
@@ -42,19 +32,25 @@ def mixed_precision(dist_cfg: Any, device: torch.device) -> MixedPrecisionPolicy
     return MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
 
 
-def apply_fsdp(model: GPT, mesh: Any, dist_cfg: Any, device: torch.device) -> GPT:
-    """Shard ``model`` in place over ``mesh`` (1-D dp_shard, or 2-D (dp_replicate, dp_shard))."""
-    policy = mixed_precision(dist_cfg, device)
-    reshard = bool(dist_cfg.reshard_after_forward)
-    for block in model.transformer.h:
-        fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard)
+def shard_units(units: list[torch.nn.Module], root: torch.nn.Module, mesh: Any,
+                policy: MixedPrecisionPolicy | None = None, reshard_after_forward: bool = True) -> None:
+    """``fully_shard`` each unit, then the root (which keeps what no unit holds)."""
+    policy = policy or MixedPrecisionPolicy()
+    for unit in units:
+        fully_shard(unit, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     # The root's parameters are needed again right at the start of backward (the head): keep them.
-    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=False)
+    fully_shard(root, mesh=mesh, mp_policy=policy, reshard_after_forward=False)
     # The trainer divides the summed loss by the global token count itself: reduce by SUM, not mean
     # (per unit: these setters do not recurse). Plain SUM also suits gloo, which has no PREMUL_SUM.
-    for unit in (*model.transformer.h, model):
+    for unit in (*units, root):
         unit.set_gradient_divide_factor(1.0)
         unit.set_force_sum_reduction_for_comms(True)
+
+
+def apply_fsdp(model: GPT, mesh: Any, dist_cfg: Any, device: torch.device) -> GPT:
+    """Shard ``model`` in place over ``mesh`` (1-D dp_shard, or 2-D (dp_replicate, dp_shard))."""
+    shard_units(list(model.transformer.h), model, mesh, mixed_precision(dist_cfg, device),
+                bool(dist_cfg.reshard_after_forward))
     return model
 
 
