@@ -1,7 +1,7 @@
 """Process group, device and device mesh from the launcher's environment.
 
 torchrun (and srun + torchrun) set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; tasks
-started by Slurm alone (srun, submitit) are recognised from SLURM_PROCID / SLURM_NTASKS. A plain
+started by Slurm alone (srun, submitit) are recognised from SLURM_PROCID / SLURM_STEP_NUM_TASKS. A plain
 ``python train.py`` has none of them and runs as one process with no process group at all.
 """
 
