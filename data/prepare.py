@@ -46,8 +46,8 @@ DEFAULT_CACHE_DIR = "~/.cache/orthogpt/data"
 CACHE_ENV = "ORTHOGPT_DATA_DIR"
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
-_DEFAULTS = {"shard_tokens": 100_000_000, "val_fraction": 0.1, "num_proc": 0, "cache_dir": None,
-             "max_tokens": None, "chunk_docs": 16}
+# Keys every data config has (their defaults live in configs/data/*.yaml), and each source's own.
+_COMMON_KEYS = ("shard_tokens", "val_fraction", "num_proc", "cache_dir", "max_tokens", "chunk_docs")
 _SOURCE_KEYS = {
     "embedded": set(),
     "hub": {"hf_path", "hf_name", "split", "revision", "streaming", "text_field"},
@@ -85,12 +85,16 @@ def _validate(cfg: dict) -> dict:
         raise ValueError(f"data.source={source!r}: expected one of {sorted(_SOURCE_KEYS)}")
     if not cfg.get("name"):
         raise ValueError("data.name is missing: every data config names itself (used for the cache folder)")
-    allowed = {"name", "source"} | set(_DEFAULTS) | _SOURCE_KEYS[source]
+    allowed = {"name", "source"} | set(_COMMON_KEYS) | _SOURCE_KEYS[source]
     unknown = sorted(set(cfg) - allowed)
     if unknown:
-        raise ValueError(f"data config {cfg['name']!r}: unknown key(s) {unknown} for source={source}; "
-                         f"allowed: {sorted(allowed)}")
-    cfg = {**_DEFAULTS, **cfg}
+        raise ValueError(f"data.{unknown[0]} is not a key of data config {cfg['name']!r} (source={source}); "
+                         f"allowed: {', '.join(sorted(allowed))}")
+    missing = sorted(allowed - set(cfg))
+    if missing:
+        raise ValueError(f"data.{missing[0]} is missing from data config {cfg['name']!r}; "
+                         f"set it in configs/data/{cfg['name']}.yaml or on the command line")
+    cfg = dict(cfg)
     if not isinstance(cfg["shard_tokens"], int) or cfg["shard_tokens"] < 1:
         raise ValueError(f"data.shard_tokens={cfg['shard_tokens']!r}: expected a positive integer")
     if not 0.0 <= float(cfg["val_fraction"]) < 1.0:
@@ -102,9 +106,15 @@ def _validate(cfg: dict) -> dict:
     if source == "hub" and not cfg.get("hf_path"):
         raise ValueError("data.hf_path is missing: the hub data set to read, e.g. HuggingFaceFW/fineweb-edu")
     if source == "local":
-        cfg["paths"] = sources.resolve_local_paths(cfg.get("paths"))
-        sources.local_format(cfg["paths"], cfg.get("format", "auto"))
+        cfg["paths"] = sources.resolve_local_paths(cfg["paths"])
+        sources.local_format(cfg["paths"], cfg["format"])
     return cfg
+
+
+def validate_data_config(data_cfg) -> dict:
+    """The ``data`` node (a DictConfig or a mapping) checked: keys, ranges, local files. Returns the
+    plain dict that ``prepare_dataset`` takes."""
+    return _validate(_as_dict(data_cfg))
 
 
 def cache_root(cfg: Mapping) -> Path:
@@ -250,7 +260,7 @@ def _load(folder: Path) -> PreparedData:
 
 def prepare_dataset(data_cfg) -> PreparedData:
     """Prepare (or reuse) the shards of a data config (a Hydra ``cfg.data`` or a plain dict)."""
-    cfg = _validate(_as_dict(data_cfg))
+    cfg = validate_data_config(data_cfg)
     root = cache_root(cfg)
     final = root / f"{cfg['name']}-{cache_key(cfg)}"
     if (final / "meta.json").is_file():  # complete folders only appear through the rename below

@@ -81,10 +81,10 @@ def hub_documents(cfg: Mapping) -> Iterator[str]:
     try:
         ds = datasets.load_dataset(
             cfg["hf_path"],
-            cfg.get("hf_name"),
-            split=cfg.get("split", "train"),
-            streaming=bool(cfg.get("streaming", True)),
-            revision=cfg.get("revision"),
+            cfg["hf_name"],
+            split=cfg["split"],
+            streaming=bool(cfg["streaming"]),
+            revision=cfg["revision"],
         )
     except RuntimeError as e:
         if "scripts are no longer supported" not in str(e):
@@ -93,7 +93,7 @@ def hub_documents(cfg: Mapping) -> Iterator[str]:
         raise RuntimeError(f"data.hf_path={cfg['hf_path']}: the hub repository needs a loading script, which "
                            f"datasets>=4 no longer runs. Set data.revision to a revision with data files, point "
                            f"data.hf_path at a parquet copy, or use datasets<4 for this preparation") from e
-    yield from _text_column(ds, cfg.get("text_field", "text"), cfg["hf_path"])
+    yield from _text_column(ds, cfg["text_field"], cfg["hf_path"])
 
 
 def local_format(paths: list[str], fmt: str = "auto") -> str:
@@ -122,8 +122,10 @@ def resolve_local_paths(paths) -> list[str]:
     out = []
     for p in paths:
         path = Path(str(p)).expanduser().resolve()
+        if not path.exists():
+            raise ValueError(f"data.paths: {p} does not exist; list existing .txt/.jsonl/.parquet files")
         if not path.is_file():
-            raise ValueError(f"data.paths: {p} is not a file")
+            raise ValueError(f"data.paths: {p} is not a file; list the files, not their folder")
         out.append(str(path))
     return out
 
@@ -131,11 +133,11 @@ def resolve_local_paths(paths) -> list[str]:
 def local_documents(cfg: Mapping) -> Iterator[str]:
     import datasets
 
-    paths = resolve_local_paths(cfg.get("paths"))
-    fmt = local_format(paths, cfg.get("format", "auto"))
-    kwargs = {"sample_by": cfg.get("text_sample_by", "paragraph")} if fmt == "text" else {}
+    paths = resolve_local_paths(cfg["paths"])
+    fmt = local_format(paths, cfg["format"])
+    kwargs = {"sample_by": cfg["text_sample_by"]} if fmt == "text" else {}
     ds = datasets.load_dataset(fmt, data_files=paths, split="train", streaming=True, **kwargs)
-    yield from _text_column(ds, cfg.get("text_field", "text"), ", ".join(paths))
+    yield from _text_column(ds, cfg["text_field"], ", ".join(paths))
 
 
 def _text_column(ds, field: str, where: str) -> Iterator[str]:

@@ -9,7 +9,7 @@ Conv1D weights transposed, which ``models.hf`` handles.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -19,14 +19,16 @@ from torch.utils.checkpoint import checkpoint
 
 @dataclass
 class GPTConfig:
-    name: str = "gpt2"
-    vocab_size: int = 50257
-    block_size: int = 1024
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = True
+    """The ``model`` config node; the sizes live in configs/model/*.yaml (no defaults here)."""
+
+    name: str
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float
+    bias: bool
 
     def __post_init__(self) -> None:
         for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -39,6 +41,19 @@ class GPTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+GPT_CONFIG_KEYS = tuple(f.name for f in fields(GPTConfig))
+# What fixes the tensors' shapes: a checkpoint loads into a model only if these agree.
+SHAPE_KEYS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias")
+# Module names that wrappers insert into parameter names: torch.compile ("_orig_mod", also per
+# block), activation checkpointing and FSDP1 wrappers, DDP ("module").
+WRAPPER_COMPONENTS = ("_orig_mod", "_checkpoint_wrapped_module", "_fsdp_wrapped_module", "module")
+
+
+def canonical_param_name(name: str) -> str:
+    """A parameter's name in this file's model, with wrapper components removed."""
+    return ".".join(part for part in name.split(".") if part not in WRAPPER_COMPONENTS)
 
 
 class CausalSelfAttention(nn.Module):

@@ -1,11 +1,21 @@
-"""Optimizers: registry, parameter routing and the registered optimizers.
+"""Optimizers for GPT-2: the registry table, routing, the update rules and the orthogonalization.
 
-Importing the package registers every optimizer module listed here.
+    registry                  the table: name -> rule, hyper-parameter class
+    config                    the typed ``optim`` config (optim_config validates it)
+    build                     build_optimizer(model, OptimConfig, mesh)
+    routing                   parameter -> matrix | embedding | vector
+    orthogonalized_optimizer  OrthogonalizedOptimizer (every Muon-family rule)
+    adamw                     plain AdamW
+    rules/                    one file per optimizer: the math
+    orthogonalize/            Newton-Schulz, and its exchange under FSDP2
 """
 
-from optim import adamw  # noqa: F401  (registers "adamw")
-from optim import orthogonalized  # noqa: F401  (registers muon, namo, namo_d, adago, normuon)
-from optim.registry import build_optimizer, known_optimizers, param_groups, register
+from optim.build import build_optimizer, param_groups
+from optim.config import OptimConfig, optim_config
+from optim.registry import OPTIMIZERS, known_optimizers
 from optim.routing import ROLES, RoutingError, route_parameters
 
-__all__ = ["ROLES", "RoutingError", "build_optimizer", "known_optimizers", "param_groups", "register", "route_parameters"]
+__all__ = [
+    "OPTIMIZERS", "ROLES", "OptimConfig", "RoutingError", "build_optimizer", "known_optimizers", "optim_config",
+    "param_groups", "route_parameters",
+]

@@ -11,27 +11,17 @@ torch.optim.AdamW itself (foreach on CPU, fused on CUDA), so it works unchanged 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from omegaconf import DictConfig
 
-from optim.hparams import check_betas, check_nonnegative, check_positive
-from optim.registry import register
-
-
-def validate_group_hparams(groups: list[dict[str, Any]], cfg_name: str = "optim") -> None:
-    for group in groups:
-        check_positive(f"{cfg_name}.{group['role']}.lr", group["lr"])
-        check_nonnegative(f"{cfg_name}.{group['role']}.weight_decay", group["weight_decay"])
+if TYPE_CHECKING:
+    from optim.config import AdamWHParams
 
 
-@register("adamw")
-def build_adamw(groups: list[dict[str, Any]], cfg: DictConfig, mesh: Any = None) -> torch.optim.Optimizer:
-    validate_group_hparams(groups)
-    betas = check_betas("optim.adamw.betas", list(cfg.adamw.betas))
-    eps = check_positive("optim.adamw.eps", cfg.adamw.eps)
+def build_adamw(groups: list[dict[str, Any]], hparams: AdamWHParams) -> torch.optim.Optimizer:
     on_cuda = groups[0]["params"][0].is_cuda
     return torch.optim.AdamW(
-        groups, betas=betas, eps=eps, fused=True if on_cuda else None, foreach=None if on_cuda else True
+        groups, betas=hparams.betas, eps=hparams.eps, fused=True if on_cuda else None,
+        foreach=None if on_cuda else True,
     )

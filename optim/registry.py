@@ -1,71 +1,48 @@
-"""Optimizer registry: ``optim=<name>`` in Hydra selects a builder registered here.
+"""The optimizer registry: one line per optimizer, the whole table in view.
 
-A builder takes the routed parameter groups (see ``param_groups``), the ``optim`` config and the
-device mesh (None in one process) and returns a ``torch.optim.Optimizer``.
+``optim=<name>`` in Hydra picks a row. A row names the matrix rule (``optim/rules/<name>.py``: the
+math, with the paper's equations) and its hyper-parameter class (the ``optim.matrix`` keys besides
+lr and weight_decay). ``rule=None`` is plain AdamW on every group. Every orthogonalized optimizer is
+one ``OrthogonalizedOptimizer`` (optim/orthogonalized_optimizer.py) around its rule, distributed by
+optim/orthogonalize/. Adding an optimizer: one rule file, one YAML in configs/optim/, one row here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
-import torch
-import torch.nn as nn
-from omegaconf import DictConfig
-
-from optim.routing import ROLES, route_parameters
-
-Builder = Callable[[list[dict[str, Any]], DictConfig, Any], torch.optim.Optimizer]
-_BUILDERS: dict[str, Builder] = {}
+from optim.rules.adago import AdaGOHParams, AdaGORule
+from optim.rules.base import MatrixRule, MomentumHParams
+from optim.rules.muon import MuonRule
+from optim.rules.namo import NAMOHParams, NAMORule
+from optim.rules.namo_d import NAMODHParams, NAMODRule
+from optim.rules.normuon import NorMuonHParams, NorMuonRule
 
 
-def register(name: str) -> Callable[[Builder], Builder]:
-    def wrap(builder: Builder) -> Builder:
-        if name in _BUILDERS:
-            raise KeyError(f"optimizer '{name}' is registered twice")
-        _BUILDERS[name] = builder
-        return builder
+@dataclass(frozen=True)
+class RegistryEntry:
+    rule: type[MatrixRule] | None  # None: torch.optim.AdamW for every parameter
+    hparams: type[MomentumHParams] | None
 
-    return wrap
+
+OPTIMIZERS: dict[str, RegistryEntry] = {
+    "adamw":   RegistryEntry(rule=None,        hparams=None),            # Loshchilov & Hutter 2017
+    "muon":    RegistryEntry(rule=MuonRule,    hparams=MomentumHParams), # Keller Jordan 2024
+    "namo":    RegistryEntry(rule=NAMORule,    hparams=NAMOHParams),     # arXiv 2602.17080
+    "namo_d":  RegistryEntry(rule=NAMODRule,   hparams=NAMODHParams),    # arXiv 2602.17080
+    "adago":   RegistryEntry(rule=AdaGORule,   hparams=AdaGOHParams),    # arXiv 2509.02981
+    "normuon": RegistryEntry(rule=NorMuonRule, hparams=NorMuonHParams),  # arXiv 2510.05491
+}
 
 
 def known_optimizers() -> list[str]:
-    return sorted(_BUILDERS)
+    return sorted(OPTIMIZERS)
 
 
-def get_builder(name: str) -> Builder:
-    if name not in _BUILDERS:
-        raise KeyError(
+def registry_entry(name: str) -> RegistryEntry:
+    if name not in OPTIMIZERS:
+        raise ValueError(
             f"unknown optimizer '{name}'; known optimizers: {', '.join(known_optimizers())} "
             f"(choose one with optim=<name>)"
         )
-    return _BUILDERS[name]
-
-
-def param_groups(model: nn.Module, cfg: DictConfig) -> list[dict[str, Any]]:
-    """One param group per non-empty role, with the role's lr and weight decay from ``cfg.<role>``.
-
-    Groups carry ``role`` and ``param_names`` so optimizers, diagnostics and checkpoints can tell
-    them apart.
-    """
-    routed = route_parameters(model)
-    groups = []
-    for role in ROLES:
-        if not routed[role]:
-            continue
-        names, params = zip(*routed[role])
-        groups.append(
-            {
-                "params": list(params),
-                "param_names": list(names),
-                "role": role,
-                "lr": float(cfg[role].lr),
-                "weight_decay": float(cfg[role].weight_decay),
-            }
-        )
-    return groups
-
-
-def build_optimizer(model: nn.Module, cfg: DictConfig, mesh: Any = None) -> torch.optim.Optimizer:
-    builder = get_builder(cfg.name)
-    return builder(param_groups(model, cfg), cfg, mesh)
+    return OPTIMIZERS[name]

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 
 import torch.nn as nn
 
+from models.gpt2 import canonical_param_name
+
 ROLES = ("matrix", "embedding", "vector")
 
 ROUTING_TABLE: tuple[tuple[str, str], ...] = (
@@ -28,23 +30,15 @@ ROUTING_TABLE: tuple[tuple[str, str], ...] = (
     (r"(transformer\.h\.\d+\.ln_[12]|transformer\.ln_f)\.weight", "vector"),
 )
 
-# Wrappers (torch.compile, activation checkpointing, FSDP1) insert these into parameter names.
-_WRAPPER_PREFIXES = ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module.")
 
 
 class RoutingError(ValueError):
     pass
 
 
-def canonical_name(name: str) -> str:
-    for prefix in _WRAPPER_PREFIXES:
-        name = name.replace(prefix, "")
-    return name
-
-
 def role_of(name: str) -> str:
     """The role of one parameter name; raises RoutingError if zero or several rules claim it."""
-    name = canonical_name(name)
+    name = canonical_param_name(name)
     roles = [role for pattern, role in ROUTING_TABLE if re.fullmatch(pattern, name)]
     if len(roles) != 1:
         what = "no rule claims it" if not roles else f"several rules claim it ({roles})"
@@ -75,7 +69,7 @@ def route_parameters(
         if role == "matrix" and param.ndim != 2:
             errors.append(f"parameter '{name}' is routed to 'matrix' but has shape {tuple(param.shape)}")
             continue
-        routed[role].append((canonical_name(name), param))
+        routed[role].append((canonical_param_name(name), param))
     if errors:
         raise RoutingError("parameter routing failed:\n  " + "\n  ".join(errors))
     return routed

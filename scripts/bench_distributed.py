@@ -32,8 +32,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from optim.newton_schulz import newton_schulz_flops  # noqa: E402
-from optim.sharded_orthogonalizer import assign_owners, flops_per_rank  # noqa: E402
+from optim.orthogonalize.newton_schulz import newton_schulz_flops  # noqa: E402
+from optim.orthogonalize.exchange import assign_owners, flops_per_rank  # noqa: E402
 
 TARGETS = {"w2_vs_w1": 0.6, "flops_imbalance": 1.1, "bytes_vs_theory": 0.10}
 

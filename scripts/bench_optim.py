@@ -24,10 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, like prepare_data.py
 
-from optim.matrix_optimizer import OrthogonalizedOptimizer  # noqa: E402
-from optim.newton_schulz import newton_schulz_flops, orthogonalize  # noqa: E402
+from optim.orthogonalized_optimizer import OrthogonalizedOptimizer  # noqa: E402
+from optim.orthogonalize.newton_schulz import newton_schulz_flops, orthogonalize  # noqa: E402
 from optim.orthogonalized import RULES  # noqa: E402
-from optim.orthogonalizer import LocalOrthogonalizer  # noqa: E402
+from optim.orthogonalize.local import LocalOrthogonalizer  # noqa: E402
 
 SHAPE_SETS = {"small": (256, 2), "gpt2": (768, 12)}  # (width d, layers)
 TARGETS = {"muon_vs_torch": 0.25, "family_vs_muon": 1.10, "ns_vs_matmul": 0.70}

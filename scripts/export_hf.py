@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.checkpoint_io import (  # noqa: E402
+from trainer.checkpoint.model_io import (  # noqa: E402
     gpt_config_from_state, gpt_from_state_dict, read_model_checkpoint, resolve_checkpoint,
 )
 from models.hf import NotGPT2Error, check_gpt2_state_dict, hf_config_from_gpt, save_hf, save_hf_tokenizer  # noqa: E402

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.checkpoint_io import write_model_checkpoint  # noqa: E402
+from trainer.checkpoint.model_io import write_model_checkpoint  # noqa: E402
 from models.hf import NotGPT2Error, load_hf  # noqa: E402
 
 PROVENANCE = "orthogpt.json"  # written by scripts/export_hf.py; gives the model its original name back

@@ -30,7 +30,7 @@ def load_model(source: str | Path) -> GPT:
         from models.hf import load_hf
 
         return load_hf(source)
-    from models.checkpoint_io import load_gpt
+    from trainer.checkpoint.model_io import load_gpt
 
     return load_gpt(source)
 

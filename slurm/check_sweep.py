@@ -4,7 +4,7 @@
 
 Each line (blank lines and '#' comments skipped, overrides separated by whitespace, as
 slurm/sweep_array.sbatch reads them) is composed with the common overrides into the training config
-and validated as train.py would (trainer.config.validate_config): an unknown key, an unknown optimizer
+and validated as train.py would (trainer.config.build_config): an unknown key, an unknown optimizer
 or model, or an impossible value is reported with its line number, and the exit code is 1. Nothing is
 trained and no process group is started.
 """
@@ -35,7 +35,7 @@ def check_line(overrides: list[str], world_size: int) -> str | None:
     """None if the overrides compose and validate, else the error message."""
     from hydra import compose, initialize_config_dir
 
-    from trainer.config import validate_config
+    from trainer.config import build_config
 
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
@@ -44,7 +44,7 @@ def check_line(overrides: list[str], world_size: int) -> str | None:
     try:
         with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
             cfg = compose("train", overrides=overrides)
-        validate_config(cfg, world_size)
+        build_config(cfg, world_size)
     except Exception as error:  # every way a line can be wrong is reported, not raised
         message = str(error).split("\nConfig search path")[0]  # Hydra's list of search paths: noise here
         return f"{type(error).__name__}: {message}".strip()

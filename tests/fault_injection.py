@@ -42,23 +42,23 @@ def compose_config(data_dir: Path, *overrides: str, max_steps: int = 9, checkpoi
 
 def train_in_process(cfg, run_dir: Path) -> dict:
     """Validate and fit in this process (one rank); returns the run summary."""
-    from trainer.config import validate_config
+    from trainer.config import build_config
     from trainer.distributed import DistContext
     from trainer.loop import Trainer
 
-    validate_config(cfg)
-    return Trainer(cfg, DistContext(), Path(run_dir)).fit()
+    build_config(cfg)
+    return Trainer(build_config(cfg), DistContext(), Path(run_dir)).fit()
 
 
 def multiprocess_unavailable() -> str | None:
-    """Why a 2-rank launch would be refused, or None: asks validate_config instead of assuming."""
-    from trainer.config import validate_config
+    """Why a 2-rank launch would be refused, or None: asks build_config instead of assuming."""
+    from trainer.config import build_config
 
     cfg = compose_config(Path("unused"), micro_batch_size=1)
     try:
-        validate_config(cfg, world_size=2)
+        build_config(cfg, world_size=2)
     except ValueError as err:
-        return f"multi-process training is refused by validate_config ({err})"
+        return f"multi-process training is refused by build_config ({err})"
     return None
 
 

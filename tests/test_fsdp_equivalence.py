@@ -19,10 +19,11 @@ import torch.nn as nn
 from omegaconf import OmegaConf
 
 from models.gpt2 import GPT, GPTConfig
-from optim.distributed import shard_group
-from optim.dtensor_utils import is_dtensor
-from optim.registry import get_builder, param_groups
-from optim.sharded_orthogonalizer import assign_owners, flops_per_rank
+from optim.orthogonalize.from_mesh import shard_group
+from optim.dtensor import is_dtensor
+from optim.build import build_from_groups, param_groups
+from optim.config import compose_optim_node, optim_config
+from optim.orthogonalize.exchange import assign_owners, flops_per_rank
 from tests.spawn_ranks import run_ranks
 from trainer.parallelize import shard_units
 
@@ -47,7 +48,7 @@ class ThreeMatrices(nn.Module):
 
 # variants: sharded (default), replicated, bf16_comm (sharded, exchange in bf16), hsdp (2 x W/2 mesh)
 def optim_cfg(name: str, variant: str = "sharded"):
-    cfg = OmegaConf.load(ROOT / "configs" / "optim" / f"{name}.yaml")
+    cfg = compose_optim_node(name)
     if name != "adamw":
         cfg.matrix.weight_decay = 0.1  # exercise decoupled weight decay on shards too
         cfg.orthogonalize.distributed = "replicated" if variant == "replicated" else "sharded"
@@ -62,7 +63,7 @@ def build(kind: str, name: str, mesh, variant: str = "sharded"):
         shard_units(list(model.transformer.h) if kind == "gpt" else [model.a, model.b, model.c], model, mesh)
     cfg = optim_cfg(name, variant)
     if kind == "gpt":
-        groups = param_groups(model, cfg)
+        groups = param_groups(model, optim_config(cfg))
     else:
         named = dict(model.named_parameters())
         matrix_role = "vector" if name == "adamw" else "matrix"
@@ -72,7 +73,7 @@ def build(kind: str, name: str, mesh, variant: str = "sharded"):
             {"params": [named["a.bias"], named["b.bias"]], "param_names": ["a.bias", "b.bias"], "role": "vector",
              "lr": float(cfg.vector.lr), "weight_decay": float(cfg.vector.weight_decay)},
         ]
-    return model, get_builder(name)(groups, cfg, mesh)
+    return model, build_from_groups(groups, optim_config(cfg), mesh)
 
 
 def batches(kind: str):

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, GPT2LMHeadModel
 
 from data.tokenizer import gpt2_encoding
-from models.checkpoint_io import load_gpt, read_model_checkpoint, write_model_checkpoint
+from trainer.checkpoint.model_io import load_gpt, read_model_checkpoint, write_model_checkpoint
 from models.generate import generate
 from models.gpt2 import GPT, GPTConfig
 from models.hf import NotGPT2Error

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from optim.newton_schulz import (
+from optim.orthogonalize.newton_schulz import (
     NS_COEFFICIENTS,
-    default_compute_dtype,
     newton_schulz_flops,
     orthogonalize,
 )
+from optim.dtypes import auto_dtype, resolve_dtype
 
 
 def quintic_map(x: np.ndarray, steps: int = 5) -> np.ndarray:
@@ -107,8 +107,10 @@ def test_dtype_preserved_input_untouched_and_bf16_close():
 
 
 def test_default_compute_dtype_and_flops():
-    assert default_compute_dtype("cpu") == torch.float32
-    assert default_compute_dtype("cuda") == torch.bfloat16
+    assert auto_dtype("cpu") == torch.float32 == resolve_dtype("auto", "cpu", "k")
+    assert auto_dtype("cuda") == torch.bfloat16 == resolve_dtype("auto", "cuda", "k")
+    with pytest.raises(ValueError, match="optim.orthogonalize.compute_dtype"):
+        resolve_dtype("fp8", "cpu", "optim.orthogonalize.compute_dtype")
     # m=2, n=3: per step X X^T 2*4*3, A A 2*8, B X 2*4*3 -> 64; 5 steps 320; orientation-free.
     assert newton_schulz_flops(2, 3, 5) == 320 == newton_schulz_flops(3, 2, 5)
 

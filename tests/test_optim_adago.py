@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from optim.adago import AdaGOHParams, AdaGORule
-from optim.matrix_optimizer import OrthogonalizedOptimizer
-from optim.orthogonalizer import LocalOrthogonalizer
+from optim.config import load_optim_config
+from optim.rules.adago import AdaGORule
+from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
+from optim.orthogonalize.from_mesh import MatrixDistribution
+from optim.orthogonalize.local import LocalOrthogonalizer
 
 
 def polar(X: torch.Tensor) -> torch.Tensor:
@@ -35,10 +38,10 @@ def adago_reference(W, grads, lr, mu, gamma, eps, v0, nesterov, wd):
 
 
 def make(params, lr=0.05, wd=0.0, **hp):
-    rule = AdaGORule(AdaGOHParams(**hp))
+    rule = AdaGORule(dataclasses.replace(load_optim_config("adago").rule, **hp))
     group = {"params": params, "param_names": [f"w{i}" for i in range(len(params))], "role": "matrix",
              "lr": lr, "weight_decay": wd}
-    return OrthogonalizedOptimizer([group], rule, orthogonalizer=LocalOrthogonalizer(method="svd"))
+    return OrthogonalizedOptimizer([group], rule, distribution=MatrixDistribution(LocalOrthogonalizer(method="svd")))
 
 
 @pytest.mark.parametrize("nesterov", [True, False])

@@ -10,17 +10,24 @@ import torch.nn as nn
 from omegaconf import OmegaConf
 
 from models.gpt2 import GPT, GPTConfig
-from optim import RoutingError, build_optimizer, known_optimizers, param_groups, route_parameters
-from optim.matrix_optimizer import OrthogonalizedOptimizer
-from optim.muon import MuonRule
-from optim.matrix_rule import MomentumHParams
+from optim import RoutingError, known_optimizers, route_parameters
+from optim import build_optimizer as build_typed
+from optim.build import param_groups as typed_param_groups
+from optim.config import compose_optim_node, load_optim_config, optim_config
+from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
+from optim.rules.muon import MuonRule
+from optim.rules.base import MomentumHParams
 
 ROOT = Path(__file__).resolve().parents[1]
 MATRIX_OPTIMIZERS = ["muon", "namo", "namo_d", "adago", "normuon"]
 
 
 def cfg_of(name: str):
-    return OmegaConf.load(ROOT / "configs" / "optim" / f"{name}.yaml")
+    return compose_optim_node(name)
+
+
+def build_optimizer(model, cfg):
+    return build_typed(model, optim_config(cfg))
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +87,7 @@ def test_routing_claims_every_parameter_exactly_once(model):
     routed = route_parameters(model)
     claimed = [p for entries in routed.values() for _, p in entries]
     assert len(claimed) == len({id(p) for p in claimed}) == len(list(model.parameters()))
-    groups = param_groups(model, cfg_of("muon"))
+    groups = typed_param_groups(model, load_optim_config("muon"))
     assert sum(p.numel() for g in groups for p in g["params"]) == model.num_parameters()
     assert all(n.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight"))
                for g in groups if g["role"] == "matrix" for n in g["param_names"])
@@ -93,7 +100,7 @@ def test_routing_rejects_an_unclaimed_parameter(model):
 
 
 def test_non_matrix_parameter_in_matrix_group_is_rejected_by_name(model):
-    rule = MuonRule(MomentumHParams())
+    rule = MuonRule(load_optim_config("muon").rule)
     wte = model.transformer.wte.weight
     bias = model.transformer.h[0].attn.c_attn.bias
     for name, p in [("transformer.wte.weight", wte), ("transformer.h.0.attn.c_attn.bias", bias)]:

@@ -13,8 +13,11 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
-from optim.matrix_optimizer import OrthogonalizedOptimizer
-from optim.orthogonalized import RULES
+from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
+from optim.config import load_optim_config
+from optim.registry import OPTIMIZERS
+
+RULES = sorted(n for n, entry in OPTIMIZERS.items() if entry.rule is not None)
 
 SHAPES = [(16, 40), (40, 16)]
 
@@ -29,18 +32,18 @@ def mesh(tmp_path_factory):
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("name", sorted(RULES))
+@pytest.mark.parametrize("name", RULES)
 def test_dtensor_params_equal_plain_params(mesh, name):
     g = torch.Generator().manual_seed(0)
     init = [torch.randn(*s, generator=g) for s in SHAPES]
     grads = [[torch.randn(*s, generator=g) for s in SHAPES] for _ in range(3)]
     plain = [torch.nn.Parameter(x.clone()) for x in init]
     sharded = [torch.nn.Parameter(distribute_tensor(x.clone(), mesh, [Shard(0)])) for x in init]
-    rule_cls, hp_cls = RULES[name]
+    rule_cls, hparams = OPTIMIZERS[name].rule, load_optim_config(name).rule
     opts = []
     for params in (plain, sharded):
         group = {"params": params, "param_names": ["a", "b"], "role": "matrix", "lr": 0.02, "weight_decay": 0.1}
-        opts.append(OrthogonalizedOptimizer([group], rule_cls(hp_cls())))
+        opts.append(OrthogonalizedOptimizer([group], rule_cls(hparams)))
     state = opts[1].state[sharded[0]]
     assert isinstance(state["momentum_buffer"], DTensor) and state["momentum_buffer"].placements == (Shard(0),)
     if name == "normuon":

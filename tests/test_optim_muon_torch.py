@@ -6,10 +6,11 @@ import pytest
 import torch
 import torch.optim._muon as torch_muon
 
-from optim.matrix_optimizer import OrthogonalizedOptimizer
-from optim.matrix_rule import MomentumHParams
-from optim.muon import MuonRule
-from optim.orthogonalizer import LocalOrthogonalizer
+from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
+from optim.rules.base import MomentumHParams
+from optim.rules.muon import MuonRule
+from optim.orthogonalize.from_mesh import MatrixDistribution
+from optim.orthogonalize.local import LocalOrthogonalizer
 
 SHAPES = [(16, 40), (40, 16), (24, 24)]
 
@@ -36,7 +37,7 @@ def run_both(adjust, nesterov, weight_decay, compute_dtype, steps=4, seed=0):
     lr, momentum = 0.02, 0.9
     rule = MuonRule(MomentumHParams(momentum=momentum, nesterov=nesterov, shape_scaling=adjust, scale_coeff=0.2))
     group = {"params": ours, "param_names": ["a", "b", "c"], "role": "matrix", "lr": lr, "weight_decay": weight_decay}
-    opt = OrthogonalizedOptimizer([group], rule, orthogonalizer=LocalOrthogonalizer(compute_dtype=compute_dtype))
+    opt = OrthogonalizedOptimizer([group], rule, distribution=MatrixDistribution(LocalOrthogonalizer(compute_dtype=compute_dtype)))
     ref = torch.optim.Muon(theirs, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, adjust_lr_fn=adjust)
     for step_grads in grads:
         for p, q, gr in zip(ours, theirs, step_grads):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from optim.matrix_optimizer import OrthogonalizedOptimizer
-from optim.orthogonalized import RULES
-from optim.orthogonalizer import LocalOrthogonalizer
+from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
+from optim.config import load_optim_config
+from optim.orthogonalize.from_mesh import MatrixDistribution
+from optim.registry import OPTIMIZERS
+from optim.orthogonalize.local import LocalOrthogonalizer
 
 VECTORS = Path(__file__).parent / "data" / "testvectors"
 
@@ -35,10 +38,11 @@ def replay(stem: str, dtype: str, name: str, hp: dict) -> float:
         "params": params, "param_names": [f"w{i}" for i in range(len(params))], "role": "matrix",
         "lr": h["lr"], "weight_decay": h.get("weight_decay", h.get("wd")),
     }]
-    rule_cls, hp_cls = RULES[name]
+    # the YAML's (authors') values for every key the case does not set
+    hparams = dataclasses.replace(load_optim_config(name).rule, momentum=h["momentum"], **hp)
     compute = torch.bfloat16 if dtype == "bf16" else torch.float32
     opt = OrthogonalizedOptimizer(
-        groups, rule_cls(hp_cls(momentum=h["momentum"], **hp)), orthogonalizer=LocalOrthogonalizer(compute_dtype=compute)
+        groups, OPTIMIZERS[name].rule(hparams), distribution=MatrixDistribution(LocalOrthogonalizer(compute_dtype=compute))
     )
     worst = 0.0
     for grads, expected in zip(ref["grads"], ref["params_after_step"]):

@@ -10,17 +10,23 @@ import torch
 from omegaconf import OmegaConf
 
 from models.gpt2 import GPT, GPTConfig
-from optim import build_optimizer
+from optim import build_optimizer as build_typed
+from optim.config import compose_optim_node, optim_config
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["adamw", "muon", "namo", "namo_d", "adago", "normuon"]
 
 
 def optim_cfg(name: str, **matrix_overrides):
-    cfg = OmegaConf.load(ROOT / "configs" / "optim" / f"{name}.yaml")
+    """The composed ``optim`` node of configs/optim/<name>.yaml (mutable: tests adjust it)."""
+    cfg = compose_optim_node(name)
     for key, value in matrix_overrides.items():
         cfg.matrix[key] = value
     return cfg
+
+
+def build_optimizer(model, cfg):
+    return build_typed(model, optim_config(cfg))
 
 
 def tiny_model(seed: int = 0) -> GPT:

@@ -10,7 +10,7 @@ import torch
 
 import trainer.checkpoint as ckpt
 from tests.fault_injection import compose_config
-from trainer.config import validate_config
+from trainer.config import build_config
 from trainer.distributed import DistContext
 from trainer.loop import Trainer
 
@@ -20,8 +20,8 @@ NAN_STEP = 4
 def trainer_with_nan_loss_at(cfg, run_dir, step: int) -> tuple[Trainer, dict]:
     """A Trainer whose training forward returns a NaN loss at ``step`` (1-based, as in metrics.jsonl).
     Also records the parameters and AdamW step count around that step."""
-    validate_config(cfg)
-    trainer = Trainer(cfg, DistContext(), run_dir)
+    build_config(cfg)
+    trainer = Trainer(build_config(cfg), DistContext(), run_dir)
     original, seen = trainer.forward, {"calls": 0}
 
     def forward(x, y, reduction="mean"):
@@ -68,8 +68,8 @@ def test_parameters_gone_nan_are_never_checkpointed(prepared_embedded, data_cach
     """An optimizer step that writes NaN into a weight at step 5: checkpoint 6 is refused, checkpoint 3
     stays the newest, and a resume picks it."""
     cfg = compose_config(data_cache_dir, "trainer.on_nonfinite=skip", max_steps=6)
-    validate_config(cfg)
-    trainer = Trainer(cfg, DistContext(), tmp_path)
+    build_config(cfg)
+    trainer = Trainer(build_config(cfg), DistContext(), tmp_path)
     original = trainer.optimizer.step
 
     def step(*args, **kwargs):

@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from trainer.checkpoint import CheckpointError
-from trainer.config import validate_config
+from trainer.config import build_config
 from trainer.distributed import DistContext
 from trainer.loop import Trainer
 from trainer.schedule import Schedule
@@ -35,8 +35,8 @@ def make_cfg(data_cache_dir, *overrides):
 
 
 def run(cfg, run_dir) -> list[dict]:
-    validate_config(cfg)
-    Trainer(cfg, DistContext(), run_dir).fit()
+    build_config(cfg)
+    Trainer(build_config(cfg), DistContext(), run_dir).fit()
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -70,7 +70,7 @@ def test_loss_falls_on_embedded_corpus(prepared_embedded, data_cache_dir, tmp_pa
 def test_grad_accumulation_steps_optimizer_once_per_global_step(prepared_embedded, data_cache_dir, tmp_path):
     cfg = make_cfg(data_cache_dir, "trainer.max_steps=3", "trainer.global_batch_size=12",
                    "trainer.eval_every=0", "trainer.checkpoint_every=0")
-    trainer = Trainer(cfg, DistContext(), tmp_path)
+    trainer = Trainer(build_config(cfg), DistContext(), tmp_path)
     assert (trainer.micro_batch, trainer.grad_accum) == (4, 3)
     calls = []
     original = trainer.optimizer.step
@@ -83,11 +83,11 @@ def test_grad_accumulation_steps_optimizer_once_per_global_step(prepared_embedde
 def test_batch_that_does_not_divide_is_rejected(data_cache_dir):
     cfg = make_cfg(data_cache_dir, "trainer.global_batch_size=10")
     with pytest.raises(ValueError, match="global_batch_size=10"):
-        validate_config(cfg, world_size=1)
+        build_config(cfg, world_size=1)
     with pytest.raises(ValueError, match="seq_len"):
-        validate_config(make_cfg(data_cache_dir, "trainer.seq_len=128"))
+        build_config(make_cfg(data_cache_dir, "trainer.seq_len=128"))
     with pytest.raises(ValueError, match="optim.matrix.lr"):
-        validate_config(make_cfg(data_cache_dir, "optim=muon", "optim.matrix.lr=-1"))
+        build_config(make_cfg(data_cache_dir, "optim=muon", "optim.matrix.lr=-1"))
 
 
 def test_checkpoint_from_another_model_shape_is_refused(prepared_embedded, data_cache_dir, tmp_path):
@@ -95,7 +95,7 @@ def test_checkpoint_from_another_model_shape_is_refused(prepared_embedded, data_
     ckpt = tmp_path / "a" / "checkpoints" / "step_00000003"
     cfg = make_cfg(data_cache_dir, "trainer.max_steps=6", "model.n_embd=64", f"trainer.resume={ckpt}")
     with pytest.raises(RuntimeError, match="another model shape"):
-        Trainer(cfg, DistContext(), tmp_path / "b").fit()
+        Trainer(build_config(cfg), DistContext(), tmp_path / "b").fit()
 
 
 @pytest.mark.parametrize("name", ["cosine", "linear", "wsd", "constant"])
@@ -131,7 +131,7 @@ def test_every_config_composes(data_cache_dir):
             cfg = make_cfg(data_cache_dir, f"{group}={name}")
             assert cfg[group].get("name", name) is not None
             if group in ("model", "optim"):
-                validate_config(cfg)
+                build_config(cfg)
 
 
 @pytest.mark.parametrize(
@@ -146,11 +146,11 @@ def test_every_config_composes(data_cache_dir):
 )
 def test_bad_distributed_config_is_refused_before_launch(data_cache_dir, overrides, world_size, message):
     with pytest.raises(ValueError, match=message):
-        validate_config(make_cfg(data_cache_dir, *overrides), world_size=world_size)
+        build_config(make_cfg(data_cache_dir, *overrides), world_size=world_size)
 
 
 def test_multi_process_config_validates(data_cache_dir):
-    validate_config(make_cfg(data_cache_dir, "distributed.dp_replicate=2"), world_size=4)
+    build_config(make_cfg(data_cache_dir, "distributed.dp_replicate=2"), world_size=4)
 
 
 def test_stop_file_checkpoints_stops_and_the_resumed_run_finishes(prepared_embedded, data_cache_dir, tmp_path):
@@ -161,11 +161,11 @@ def test_stop_file_checkpoints_stops_and_the_resumed_run_finishes(prepared_embed
     run_dir.mkdir()
     (run_dir / "STOP").touch()
     cfg = make_cfg(data_cache_dir, *base)
-    summary = Trainer(cfg, DistContext(), run_dir).fit()
+    summary = Trainer(build_config(cfg), DistContext(), run_dir).fit()
     assert summary["step"] == 1 and summary["stopped"].startswith("stop file")
     assert (run_dir / "checkpoints" / "step_00000001" / "MANIFEST.json").is_file()
     assert not (run_dir / "summary.json").exists() and not (run_dir / "STOP").exists()
-    summary = Trainer(make_cfg(data_cache_dir, *base, "trainer.resume=auto"), DistContext(), run_dir).fit()
+    summary = Trainer(build_config(make_cfg(data_cache_dir, *base, "trainer.resume=auto")), DistContext(), run_dir).fit()
     assert summary["step"] == 4 and summary["optimizer_steps"] == 4  # counted across the resume
     assert json.loads((run_dir / "summary.json").read_text())["step"] == 4
 
@@ -218,9 +218,9 @@ def test_same_size_corruption_of_tensor_data_falls_back_to_previous_checkpoint(p
     tensor_file.write_bytes(bytes(data))
     cfg = make_cfg(data_cache_dir, *base, "trainer.max_steps=6", "trainer.resume=auto")
     lines = []
-    trainer = Trainer(cfg, DistContext(), run_dir)
+    trainer = Trainer(build_config(cfg), DistContext(), run_dir)
     trainer.maybe_resume(lines.append)
     assert trainer.step == 2, lines
     assert any("step_00000004" in line and "CRC32" in line for line in lines), lines
     with pytest.raises(CheckpointError, match="CRC32"):
-        Trainer(make_cfg(data_cache_dir, *base, f"trainer.resume={tensor_file.parent}"), DistContext(), run_dir).maybe_resume(print)
+        Trainer(build_config(make_cfg(data_cache_dir, *base, f"trainer.resume={tensor_file.parent}")), DistContext(), run_dir).maybe_resume(print)

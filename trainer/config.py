@@ -1,84 +1,244 @@
-"""Up-front config validation: every check runs before any process group, data or model exists."""
+"""The training config as one typed tree, built and validated once, before anything else happens.
+
+    composed DictConfig (Hydra: configs/train.yaml + groups + overrides)
+        -> build_config(cfg, world_size)        every key, type and range checked here
+        -> TrainConfig                           what every constructor takes a piece of
+
+Where each part is validated: ``model`` by models.gpt2.GPTConfig, ``optim`` by optim.config,
+``data`` by data.prepare.validate_data_config, ``schedule`` by trainer.schedule.Schedule, the rest
+(``trainer``, ``distributed``, ``logging``) by the classes below. Every default lives in YAML
+(configs/): the dataclasses declare keys and types only, so an unknown or missing key is an error
+that names it. Nothing here builds a model, opens data or starts a process group.
+"""
 
 from __future__ import annotations
 
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-MODEL_KEYS = ("name", "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "bias")
+from data.prepare import validate_data_config
+from models.gpt2 import GPTConfig
+from optim.config import OptimConfig, optim_config
+from optim.dtypes import check_dtype_name
+from optim.hparams import check_in, from_mapping
+from trainer.distributed import mesh_shape
+from trainer.metrics import WANDB_MODES
+from trainer.schedule import Schedule
+
+RESUME_WORDS = ("true", "auto")  # trainer.resume: false | true | auto | <checkpoint path>
+DEVICES = ("auto", "cpu", "cuda")
 
 
-def model_config_dict(cfg: DictConfig) -> dict[str, Any]:
-    return {k: cfg.model[k] for k in MODEL_KEYS}
+class ConfigError(ValueError):
+    """A user's configuration mistake: printed as one message, no traceback (train.py)."""
 
 
-def resolve_batch(cfg: DictConfig, world_size: int) -> tuple[int, int]:
-    """(micro_batch_size, grad_accum_steps). With trainer.global_batch_size set (sequences per
-    optimizer step), grad_accum_steps follows from it and must divide exactly."""
-    t = cfg.trainer
-    micro = int(t.micro_batch_size)
-    if micro < 1:
-        raise ValueError(f"trainer.micro_batch_size must be >= 1, got {micro}")
+def _at_least(key: str, value: int, minimum: int) -> None:
+    if value < minimum:
+        raise ConfigError(f"{key} must be >= {minimum}, got {value}")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    max_steps: int
+    micro_batch_size: int
+    grad_accum_steps: int
+    global_batch_size: int | None
+    seq_len: int
+    grad_clip: float
+    log_every: int
+    eval_every: int
+    eval_batches: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    resume: bool | str
+    verify_tensors_on_resume: bool
+    compute_dtype: str
+    compile: bool
+    activation_checkpointing: bool
+    on_nonfinite: str
+    peak_tflops: float | None
+    plot: bool
+
+    def __post_init__(self) -> None:
+        for key in ("max_steps", "log_every", "seq_len", "eval_batches", "micro_batch_size", "grad_accum_steps"):
+            _at_least(f"trainer.{key}", getattr(self, key), 1)
+        for key in ("eval_every", "checkpoint_every", "keep_checkpoints"):
+            _at_least(f"trainer.{key}", getattr(self, key), 0)
+        if self.grad_clip < 0:
+            raise ConfigError(f"trainer.grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}")
+        check_in("trainer.on_nonfinite", self.on_nonfinite, ("skip", "stop"))
+        check_in("trainer.compute_dtype", self.compute_dtype, ("auto", "float32", "bfloat16"))
+        if self.peak_tflops is not None and self.peak_tflops <= 0:
+            raise ConfigError(f"trainer.peak_tflops must be > 0 or null, got {self.peak_tflops}")
+
+    @property
+    def resume_path(self) -> Path | None:
+        """The checkpoint named by ``trainer.resume=<path>`` (None for false / true / auto)."""
+        if isinstance(self.resume, bool) or self.resume in RESUME_WORDS or self.resume == "false":
+            return None
+        return Path(self.resume)
+
+    @property
+    def resume_mode(self) -> str:
+        """``off``, ``newest`` (true: a checkpoint must exist), ``auto`` or ``path``."""
+        if self.resume is False or self.resume == "false":
+            return "off"
+        if self.resume is True or self.resume == "true":
+            return "newest"
+        return "auto" if self.resume == "auto" else "path"
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    backend: str
+    dp_replicate: int
+    dp_shard: int
+    param_dtype: str
+    reduce_dtype: str
+    reshard_after_forward: bool
+    grad_sync: str
+
+    def __post_init__(self) -> None:
+        check_in("distributed.backend", self.backend, ("auto", "gloo", "nccl"))
+        check_in("distributed.grad_sync", self.grad_sync, ("last_microbatch", "every_microbatch"))
+        check_dtype_name("distributed.param_dtype", self.param_dtype)
+        check_dtype_name("distributed.reduce_dtype", self.reduce_dtype)
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    mode: str
+    project: str
+    entity: str | None
+    group: str | None
+    tags: tuple[str, ...]
+    name: str | None
+    run_id: str | None
+
+    def __post_init__(self) -> None:
+        check_in("logging.wandb.mode", self.mode, WANDB_MODES)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    progress_bar: bool
+    wandb: WandbConfig
+
+
+@dataclass(frozen=True)
+class BatchSplit:
+    """How the global batch is cut: micro-batch x accumulation steps x ranks sequences of seq_len."""
+
+    micro_batch_size: int
+    grad_accum_steps: int
+    world_size: int
+    seq_len: int
+
+    @property
+    def global_sequences(self) -> int:
+        return self.micro_batch_size * self.grad_accum_steps * self.world_size
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_sequences * self.seq_len
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int
+    device: str
+    run_name: str
+    model: GPTConfig
+    optim: OptimConfig
+    data: dict[str, Any]  # validated by data.prepare (the source's keys differ)
+    trainer: TrainerConfig
+    schedule: Schedule
+    distributed: DistributedConfig
+    logging: LoggingConfig
+    batch: BatchSplit
+    resolved: dict[str, Any]  # the whole composed config, resolved (config.yaml, wandb)
+
+    @property
+    def model_dict(self) -> dict[str, Any]:
+        return asdict(self.model)
+
+
+def split_batch(t: TrainerConfig, world_size: int) -> BatchSplit:
+    """With trainer.global_batch_size set (sequences per optimizer step), grad_accum_steps follows
+    from it and must divide exactly; otherwise grad_accum_steps is used as given."""
     if t.global_batch_size is None:
-        accum = int(t.grad_accum_steps)
-        if accum < 1:
-            raise ValueError(f"trainer.grad_accum_steps must be >= 1, got {accum}")
-        return micro, accum
-    global_batch = int(t.global_batch_size)
-    per_pass = micro * world_size
-    if global_batch < per_pass or global_batch % per_pass:
-        raise ValueError(
-            f"trainer.global_batch_size={global_batch} cannot be split into micro-batches of "
-            f"{micro} on {world_size} rank(s): it must be a multiple of micro_batch_size x world_size "
-            f"= {per_pass}"
+        return BatchSplit(t.micro_batch_size, t.grad_accum_steps, world_size, t.seq_len)
+    per_pass = t.micro_batch_size * world_size
+    if t.global_batch_size < per_pass or t.global_batch_size % per_pass:
+        raise ConfigError(
+            f"trainer.global_batch_size={t.global_batch_size} cannot be split into micro-batches of "
+            f"{t.micro_batch_size} on {world_size} rank(s): it must be a multiple of micro_batch_size x "
+            f"world_size = {per_pass}; change trainer.global_batch_size or trainer.micro_batch_size"
         )
-    return micro, global_batch // per_pass
+    return BatchSplit(t.micro_batch_size, t.global_batch_size // per_pass, world_size, t.seq_len)
 
 
-def validate_config(cfg: DictConfig, world_size: int = 1) -> None:
-    import optim
-    from models.gpt2 import GPTConfig
-    from trainer.schedule import Schedule
-
-    from trainer.distributed import mesh_shape
-    from optim.newton_schulz import resolve_compute_dtype
-
-    if cfg.optim.name not in optim.known_optimizers():
-        raise ValueError(
-            f"unknown optimizer '{cfg.optim.name}'; known: {', '.join(optim.known_optimizers())}"
+def check_wandb_environment() -> None:
+    """WANDB_MODE in the environment overrides logging.wandb.mode inside wandb: check it now
+    (an empty value counts as unset)."""
+    mode = os.environ.get("WANDB_MODE")
+    if mode and mode not in (*WANDB_MODES, "dryrun", "run"):
+        raise ConfigError(
+            f"the environment variable WANDB_MODE='{mode}' is not a wandb mode; use one of "
+            f"{', '.join(WANDB_MODES)}, or unset it and choose logging.wandb.mode"
         )
-    GPTConfig(**model_config_dict(cfg))
-    t = cfg.trainer
-    for key in ("max_steps", "log_every", "seq_len", "eval_batches"):
-        if int(t[key]) < 1:
-            raise ValueError(f"trainer.{key} must be >= 1, got {t[key]}")
-    if int(t.seq_len) > int(cfg.model.block_size):
-        raise ValueError(
-            f"trainer.seq_len ({t.seq_len}) is longer than the model's context "
-            f"(model.block_size={cfg.model.block_size})"
+
+
+def check_resume_target(t: TrainerConfig) -> None:
+    path = t.resume_path
+    if path is not None and not path.exists():
+        raise ConfigError(
+            f"trainer.resume={t.resume}: {path} does not exist; pass a checkpoint directory "
+            f"(<run>/checkpoints/step_XXXXXXXX), or trainer.resume=auto to resume the run directory's newest"
         )
-    if t.on_nonfinite not in ("skip", "stop"):
-        raise ValueError(f"trainer.on_nonfinite must be 'skip' or 'stop', got '{t.on_nonfinite}'")
-    if t.compute_dtype not in ("auto", "float32", "bfloat16"):
-        raise ValueError(f"trainer.compute_dtype must be auto, float32 or bfloat16, got '{t.compute_dtype}'")
-    resolve_batch(cfg, world_size)
-    d = cfg.distributed
-    mesh_shape(world_size, d.dp_replicate, d.dp_shard)
-    if d.backend not in ("auto", "gloo", "nccl"):
-        raise ValueError(f"distributed.backend must be auto, gloo or nccl, got '{d.backend}'")
-    if d.grad_sync not in ("last_microbatch", "every_microbatch"):
-        raise ValueError(f"distributed.grad_sync must be last_microbatch or every_microbatch, got '{d.grad_sync}'")
-    for key in ("param_dtype", "reduce_dtype"):
-        resolve_compute_dtype(str(d[key]), torch.device("cpu"), f"distributed.{key}")
-    Schedule.from_config(cfg)
-    # Builds the optimizer's hyper-parameters on a throwaway model to check their ranges now.
-    from models.gpt2 import GPT
-
-    tiny = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8, vocab_size=16, bias=cfg.model.bias))
-    optim.build_optimizer(tiny, cfg.optim)
 
 
-def resolved_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg, resolve=True)
+# Top-level keys besides the sections: selectors of recipes and sweeps, checked where they are used.
+FREE_KEYS = ("recipe", "lr_sweep")
+SECTIONS = ("seed", "device", "run_name", "model", "optim", "data", "trainer", "schedule", "distributed", "logging")
+
+
+def build_config(cfg: DictConfig, world_size: int = 1) -> TrainConfig:
+    """The typed, validated tree of a composed config for a launch of ``world_size`` processes."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved.pop("hydra", None)
+    unknown = sorted(set(resolved) - set(SECTIONS) - set(FREE_KEYS))
+    if unknown:
+        raise ConfigError(f"'{unknown[0]}' is not a top-level config key (known: {', '.join(SECTIONS)})")
+    missing = [key for key in SECTIONS if key not in resolved]
+    if missing:
+        raise ConfigError(f"the config has no '{missing[0]}'; compose it from configs/train.yaml")
+    check_in("device", resolved["device"], DEVICES)
+    model = from_mapping(GPTConfig, resolved["model"], "model")
+    trainer = from_mapping(TrainerConfig, resolved["trainer"], "trainer")
+    if trainer.seq_len > model.block_size:
+        raise ConfigError(
+            f"trainer.seq_len ({trainer.seq_len}) is longer than the model's context "
+            f"(model.block_size={model.block_size}); lower trainer.seq_len or raise model.block_size"
+        )
+    schedule = from_mapping(Schedule, {**resolved["schedule"], "max_steps": trainer.max_steps}, "schedule")
+    distributed = from_mapping(DistributedConfig, resolved["distributed"], "distributed")
+    mesh_shape(world_size, distributed.dp_replicate, distributed.dp_shard)
+    logging = from_mapping(LoggingConfig, resolved["logging"], "logging")
+    check_wandb_environment()
+    batch = split_batch(trainer, world_size)
+    check_resume_target(trainer)
+    return TrainConfig(
+        seed=resolved["seed"], device=resolved["device"], run_name=resolved["run_name"], model=model,
+        optim=optim_config(resolved["optim"]), data=validate_data_config(resolved["data"]), trainer=trainer,
+        schedule=schedule, distributed=distributed, logging=logging, batch=batch, resolved=resolved,
+    )
+
+
+def resolved_yaml(config: TrainConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.create(config.resolved))

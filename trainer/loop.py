@@ -7,6 +7,7 @@ the gradient is that of the mean loss over the global batch however it is split.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -15,40 +16,44 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 import optim
 from data.loader import TokenLoader
 from data.prepare import prepare_dataset
-from models.gpt2 import GPT, GPTConfig, flops_per_token
+from models.gpt2 import GPT, flops_per_token
+from optim.dtensor import local
 from trainer import checkpoint as ckpt
-from trainer.config import model_config_dict, resolve_batch
+from trainer.config import TrainConfig, resolved_yaml
 from trainer.distributed import DistContext
 from trainer.metrics import MetricsLogger
-from trainer.mfu import measure_matmul_tflops
+from trainer.mfu import mfu_denominator
 from trainer.parallelize import prepare_model
 from trainer.preemption import StopRequest, stop_file_for
-from trainer.schedule import Schedule, apply_lr
+from trainer.run_dir import write_run_files
+from trainer.schedule import apply_lr
 
 
 class Trainer:
-    def __init__(self, cfg: DictConfig, ctx: DistContext, run_dir: Path) -> None:
-        self.cfg, self.ctx, self.run_dir = cfg, ctx, Path(run_dir)
+    def __init__(self, cfg: TrainConfig, ctx: DistContext, run_dir: Path, overrides: list[str] = ()) -> None:
+        if not isinstance(cfg, TrainConfig):
+            raise TypeError("Trainer takes the TrainConfig of trainer.config.build_config(cfg, world_size)")
+        if cfg.batch.world_size != ctx.world_size:
+            raise ValueError(f"config was built for {cfg.batch.world_size} rank(s), the launch has {ctx.world_size}")
+        self.cfg, self.ctx, self.run_dir, self.overrides = cfg, ctx, Path(run_dir), list(overrides)
         t = cfg.trainer
-        self.micro_batch, self.grad_accum = resolve_batch(cfg, ctx.world_size)
-        self.seq_len = int(t.seq_len)
-        self.tokens_per_step = self.micro_batch * self.grad_accum * ctx.world_size * self.seq_len
+        self.micro_batch, self.grad_accum = cfg.batch.micro_batch_size, cfg.batch.grad_accum_steps
+        self.seq_len = t.seq_len
+        self.tokens_per_step = cfg.batch.tokens_per_step
         self.device = ctx.device
-        torch.manual_seed(int(cfg.seed))
+        torch.manual_seed(cfg.seed)
 
-        model_cfg = GPTConfig(**model_config_dict(cfg))
-        self.model_cfg = model_cfg
+        self.model_cfg = cfg.model
         # Every rank builds the same seeded model; FSDP2 then keeps each rank's row shard.
-        self.model, self.forward = prepare_model(GPT(model_cfg), cfg, ctx.mesh, self.device)
+        self.model, self.forward = prepare_model(GPT(cfg.model), cfg, ctx.mesh, self.device)
         self.optimizer = optim.build_optimizer(self.model, cfg.optim, ctx.mesh)
         for group in self.optimizer.param_groups:  # the schedule scales these; set before any resume
             group["initial_lr"] = group["lr"]
-        self.schedule = Schedule.from_config(cfg)
+        self.schedule = cfg.schedule
         use_bf16 = t.compute_dtype == "bfloat16" or (t.compute_dtype == "auto" and self.device.type == "cuda")
         self.autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
@@ -58,66 +63,70 @@ class Trainer:
         self.prepared = prepared
         self.train_loader = TokenLoader(
             prepared.train, seq_len=self.seq_len, micro_batch_size=self.micro_batch, rank=ctx.rank,
-            world_size=ctx.world_size, seed=int(cfg.seed), vocab_size=model_cfg.vocab_size,
+            world_size=ctx.world_size, seed=cfg.seed, vocab_size=cfg.model.vocab_size,
         )
         self.ckpt_root = self.run_dir / "checkpoints"
         self.step = 0
         self.skipped_steps = 0
         self.optimizer_steps = 0
-        self.flops_per_token = flops_per_token(model_cfg, self.seq_len)
-        self.peak_tflops = (
-            float(t.peak_tflops) if t.peak_tflops is not None
-            else measure_matmul_tflops(self.device) if self.device.type == "cpu" else None
-        )
+        self.flops_per_token = flops_per_token(cfg.model, self.seq_len)
+        self.peak_tflops, self.peak_source = mfu_denominator(t.peak_tflops, self.device)
 
     # ----------------------------------------------------------------------------------- state
     def trainer_state(self) -> dict[str, Any]:
+        schedule = {k: v for k, v in dataclasses.asdict(self.schedule).items() if k != "max_steps"}
         return {
             "tokens": self.step * self.tokens_per_step,
             "loader": self.train_loader.state_dict(),
-            "schedule": OmegaConf.to_container(self.cfg.schedule, resolve=True),
-            "model": model_config_dict(self.cfg),
+            "schedule": schedule,
+            "model": self.cfg.model_dict,
             "optim": self.cfg.optim.name,
             "skipped_steps": self.skipped_steps,
             "optimizer_steps": self.optimizer_steps,
-            "global_batch_sequences": self.micro_batch * self.grad_accum * self.ctx.world_size,
+            "global_batch_sequences": self.cfg.batch.global_sequences,
         }
 
-    def maybe_resume(self, log) -> None:
-        resume = self.cfg.trainer.resume
-        if resume in (False, None, "false"):
-            return
-        # CRC of the tensor files too (a same-size corruption loads silently otherwise), split over ranks
-        deep_ctx = self.ctx if self.cfg.trainer.verify_tensors_on_resume else None
-        explicit = isinstance(resume, str) and resume not in ("auto", "true")
-        if explicit:
-            path = Path(resume)
+    def find_checkpoint(self, log) -> ckpt.VerifiedCheckpoint | None:
+        """The checkpoint ``trainer.resume`` asks for, verified once (the tensor files' CRCs too, split
+        over the ranks, with trainer.verify_tensors_on_resume) and checked against this run; None to
+        start afresh. Collective. Reads nothing into the model."""
+        t = self.cfg.trainer
+        mode = t.resume_mode
+        if mode == "off":
+            return None
+        deep = t.verify_tensors_on_resume  # a same-size corruption loads silently otherwise
+        if mode == "path":
+            found = ckpt.verify_checkpoint(t.resume_path, deep=deep, ctx=self.ctx)
         else:
-            path = ckpt.find_resumable(self.ckpt_root, log=log, ctx=deep_ctx)
-            if path is None:
-                if resume == "auto":
-                    return
+            found = ckpt.find_resumable(self.ckpt_root, log=log, deep=deep, ctx=self.ctx)
+            if found is None and mode == "newest":
                 raise ckpt.CheckpointError(
                     f"trainer.resume=true but {self.ckpt_root} holds no complete checkpoint; "
                     f"point hydra.run.dir at the run to resume, or use trainer.resume=auto"
                 )
-        state = ckpt.verify_checkpoint(path)
-        if explicit and deep_ctx is not None:  # find_resumable checked the others already
-            ckpt.verify_tensor_files(path, deep_ctx)
-        ckpt.check_compatible(state, model_config_dict(self.cfg), path)
-        if state["global_batch_sequences"] != self.micro_batch * self.grad_accum * self.ctx.world_size:
+        if found is None:
+            return None
+        ckpt.check_compatible(found.state, self.cfg.model_dict, found.path)
+        if found.state["global_batch_sequences"] != self.cfg.batch.global_sequences:
             raise ckpt.CheckpointError(
-                f"checkpoint {path} used a global batch of {state['global_batch_sequences']} sequences, "
-                f"this run uses {self.micro_batch * self.grad_accum * self.ctx.world_size}; the data "
-                f"position cannot be carried over. Set trainer.global_batch_size="
-                f"{state['global_batch_sequences']}"
+                f"checkpoint {found.path} used a global batch of {found.state['global_batch_sequences']} "
+                f"sequences, this run uses {self.cfg.batch.global_sequences}; the data position cannot be "
+                f"carried over. Set trainer.global_batch_size={found.state['global_batch_sequences']}"
             )
-        ckpt.load_checkpoint(path, self.model, self.optimizer, self.ctx)
+        return found
+
+    def resume_from(self, checkpoint: ckpt.VerifiedCheckpoint, log) -> None:
+        state = ckpt.load_checkpoint(checkpoint, self.model, self.optimizer, self.ctx)
         self.train_loader.load_state_dict(state["loader"])
         self.step = int(state["step"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.optimizer_steps = int(state.get("optimizer_steps", self.step - self.skipped_steps))
-        log(f"resumed from {path} at step {self.step}")
+        log(f"resumed from {checkpoint.path} at step {self.step}")
+
+    def maybe_resume(self, log) -> None:
+        found = self.find_checkpoint(log)
+        if found is not None:
+            self.resume_from(found, log)
 
     def save(self) -> Path:
         return ckpt.save_checkpoint(
@@ -183,8 +192,7 @@ class Trainer:
 
     def _params_finite(self) -> bool:
         finite = torch.tensor(
-            float(all(torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all() for p in self.model.parameters())),
-            device=self.device,
+            float(all(torch.isfinite(local(p)).all() for p in self.model.parameters())), device=self.device
         )
         return self.ctx.all_reduce_sum(finite).item() == self.ctx.world_size
 
@@ -198,15 +206,24 @@ class Trainer:
     # ------------------------------------------------------------------------------------- run
     def fit(self) -> dict[str, Any]:
         t, ctx = self.cfg.trainer, self.ctx
-        config_dict = OmegaConf.to_container(self.cfg, resolve=True)
-        logger = MetricsLogger(self.run_dir, self.cfg.logging, config_dict, int(t.max_steps), 0, ctx.is_main)
-        self.maybe_resume(logger.write)
+        say = print if ctx.is_main else (lambda _: None)
+        # Everything that can refuse this start runs before the run directory is touched.
+        resume = self.find_checkpoint(say)
+        if ctx.is_main:
+            write_run_files(self.run_dir, resolved_yaml(self.cfg), self.overrides)
+        logger = MetricsLogger(self.run_dir, self.cfg.logging, self.cfg.resolved, t.max_steps, 0, ctx.is_main)
+        if resume is not None:
+            self.resume_from(resume, logger.write)
         # rows past the resumed step (0 for a fresh start) came from a lost attempt: they will be redone
         logger.rewind(self.step)
         logger.advance(self.step)
+        if self.peak_tflops is not None:
+            logger.write(f"MFU denominator: {self.peak_tflops:.3f} TFLOP/s per rank ({self.peak_source})")
         stop = StopRequest(stop_file_for(self.run_dir)).install()  # preemption: signal or STOP file
         try:
-            stopped = self._train_until(int(t.max_steps), logger, stop)
+            if self.step == 0:  # val loss at initialization: every curve starts at the same point
+                self._log_eval(logger)
+            stopped = self._train_until(t.max_steps, logger, stop)
         finally:
             logger.close()  # before uninstall: a handed-over handler (submitit's) may exit the process
             stop.uninstall()
@@ -217,9 +234,8 @@ class Trainer:
     def _train_until(self, max_steps: int, logger: MetricsLogger, stop: StopRequest) -> str | None:
         """Train to max_steps; returns the stop reason if a stop request came first."""
         t, ctx = self.cfg.trainer, self.ctx
-        log_every, eval_every, ckpt_every = int(t.log_every), int(t.eval_every), int(t.checkpoint_every)
+        log_every, eval_every, ckpt_every = t.log_every, t.eval_every, t.checkpoint_every
         window_start, window_tokens = time.perf_counter(), 0
-        self.val_loss = None
         while self.step < max_steps:
             loss, grad_norm, stepped = self.train_step()
             self.step += 1
@@ -243,9 +259,7 @@ class Trainer:
                 logger.log(row)
                 window_start, window_tokens = time.perf_counter(), 0
             if (eval_every > 0 and self.step % eval_every == 0) or last:
-                self.val_loss = self.evaluate()
-                logger.log({"step": self.step, "tokens": self.step * self.tokens_per_step, "val_loss": self.val_loss})
-                logger.write(f"step {self.step}: val_loss {self.val_loss:.4f}")
+                self._log_eval(logger)
             saved = (ckpt_every > 0 and self.step % ckpt_every == 0) or last
             if saved:
                 self.checkpoint(logger.write)
@@ -257,10 +271,16 @@ class Trainer:
                 return reason
         return None
 
+    def _log_eval(self, logger: MetricsLogger) -> None:
+        self.val_loss = self.evaluate()
+        logger.log({"step": self.step, "tokens": self.step * self.tokens_per_step, "val_loss": self.val_loss})
+        logger.write(f"step {self.step}: val_loss {self.val_loss:.4f}")
+
     def _finish(self) -> dict[str, Any]:
         t, ctx = self.cfg.trainer, self.ctx
         summary = {"step": self.step, "val_loss": self.val_loss, "skipped_steps": self.skipped_steps,
-                   "optimizer_steps": self.optimizer_steps}
+                   "optimizer_steps": self.optimizer_steps, "mfu_peak_tflops": self.peak_tflops,
+                   "mfu_peak_source": self.peak_source}
         if ctx.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             if t.plot and (self.run_dir / "metrics.jsonl").exists():

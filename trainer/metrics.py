@@ -37,12 +37,12 @@ class MetricsLogger:
         self.file = open(self.path, "a")
         self.bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True,
                         disable=not logging_cfg.progress_bar)
-        mode = logging_cfg.wandb.mode
-        if mode not in WANDB_MODES:
-            raise ValueError(f"logging.wandb.mode must be one of {list(WANDB_MODES)}, got '{mode}'")
+        mode = logging_cfg.wandb.mode  # checked by trainer.config
         if mode != "disabled":
             import wandb
 
+            if os.environ.get("WANDB_MODE") == "":  # empty counts as unset (wandb would reject it)
+                del os.environ["WANDB_MODE"]
             self.wandb_run = wandb.init(
                 project=logging_cfg.wandb.project, entity=logging_cfg.wandb.entity,
                 group=logging_cfg.wandb.group, tags=list(logging_cfg.wandb.tags or []),

@@ -19,11 +19,11 @@ import torch
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from models.gpt2 import GPT
-from optim.newton_schulz import resolve_compute_dtype  # auto: bf16 on CUDA, fp32 on CPU
+from optim.dtypes import resolve_dtype  # auto: bf16 on CUDA, fp32 on CPU
 
 def mixed_precision(dist_cfg: Any, device: torch.device) -> MixedPrecisionPolicy:
-    param_dtype = resolve_compute_dtype(str(dist_cfg.param_dtype), device, "distributed.param_dtype")
-    reduce_dtype = resolve_compute_dtype(str(dist_cfg.reduce_dtype), device, "distributed.reduce_dtype")
+    param_dtype = resolve_dtype(dist_cfg.param_dtype, device, "distributed.param_dtype")
+    reduce_dtype = resolve_dtype(dist_cfg.reduce_dtype, device, "distributed.reduce_dtype")
     if reduce_dtype == torch.bfloat16 and device.type == "cpu":
         raise ValueError("distributed.reduce_dtype=bfloat16 is not supported on CPU (gloo); use float32")
     # fp32 everywhere -> no casts at all (the exact path the CPU tests compare against one process)
@@ -55,7 +55,8 @@ def apply_fsdp(model: GPT, mesh: Any, dist_cfg: Any, device: torch.device) -> GP
 
 
 def prepare_model(model: GPT, cfg: Any, mesh: Any, device: torch.device) -> tuple[GPT, Any]:
-    """(model, forward callable): FSDP2 when a mesh spans ranks, activation checkpointing, compile."""
+    """(model, forward callable): FSDP2 when a mesh spans ranks, activation checkpointing, compile.
+    ``cfg``: the TrainConfig (its ``trainer`` and ``distributed`` sections)."""
     model.activation_checkpointing = bool(cfg.trainer.activation_checkpointing)
     if mesh is not None and mesh.size() > 1:
         apply_fsdp(model, mesh, cfg.distributed, device)

@@ -13,14 +13,18 @@ could land in different directories (they start at different instants), and a to
     5. a plain process: the current time
 Formats 3 and 5 are ``%Y-%m-%d_%H-%M-%S``.
 
-``${hydra_subdir:}`` is ``.hydra`` on rank 0 and null elsewhere, so only rank 0 writes Hydra's copy
-of the config.
+Hydra writes nothing into the run directory (``hydra.output_subdir: null``): the trainer writes
+``config.yaml`` (resolved), ``overrides.yaml`` (the command line) and ``git_commit.txt`` on rank 0, after
+the config and any checkpoint to resume have been checked, so a start that fails changes nothing in
+an existing run directory.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import subprocess
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -61,12 +65,24 @@ def run_stamp() -> str:
     return datetime.datetime.now().strftime(STAMP_FORMAT)
 
 
-def hydra_subdir() -> str | None:
-    return ".hydra" if int(os.environ.get("RANK", "0")) == 0 else None
-
-
 def register_resolvers() -> None:
     # use_cache: resolved once per process, however often Hydra reads hydra.run.dir
-    for name, fn in (("run_stamp", run_stamp), ("hydra_subdir", hydra_subdir)):
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn, use_cache=True)
+    if not OmegaConf.has_resolver("run_stamp"):
+        OmegaConf.register_new_resolver("run_stamp", run_stamp, use_cache=True)
+
+
+def git_commit() -> str:
+    """The commit of the checkout this code runs from ("unknown" outside git)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_run_files(run_dir: Path, config_yaml: str, overrides: list[str]) -> None:
+    """config.yaml, overrides.yaml and git_commit.txt (rank 0, once the start is known to be good)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config_yaml)
+    (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+    (run_dir / "git_commit.txt").write_text(git_commit() + "\n")

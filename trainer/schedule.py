@@ -21,12 +21,14 @@ SCHEDULES = ("cosine", "linear", "wsd", "constant")
 
 @dataclass(frozen=True)
 class Schedule:
+    """The ``schedule`` config node plus ``trainer.max_steps`` (defaults: configs/train.yaml)."""
+
     name: str
     max_steps: int
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.1
-    decay_fraction: float = 0.2
-    decay_shape: str = "linear"
+    warmup_steps: int
+    min_lr_ratio: float
+    decay_fraction: float
+    decay_shape: str
 
     def __post_init__(self) -> None:
         if self.name not in SCHEDULES:
@@ -42,14 +44,6 @@ class Schedule:
             raise ValueError(f"schedule.decay_fraction must be in [0, 1], got {self.decay_fraction}")
         if self.decay_shape not in ("linear", "cosine"):
             raise ValueError(f"schedule.decay_shape must be 'linear' or 'cosine', got '{self.decay_shape}'")
-
-    @classmethod
-    def from_config(cls, cfg) -> "Schedule":
-        """From the training config's ``schedule`` group and ``trainer.max_steps``."""
-        s = cfg.schedule
-        return cls(name=s.name, max_steps=int(cfg.trainer.max_steps), warmup_steps=int(s.warmup_steps),
-                   min_lr_ratio=float(s.min_lr_ratio), decay_fraction=float(s.decay_fraction),
-                   decay_shape=s.decay_shape)
 
     def factor(self, step: int) -> float:
         """LR multiplier for the optimizer step with index ``step`` (0-based)."""

@@ -9,7 +9,7 @@ than the model's context, an lr grid with no entry for one optimizer) is caught 
 ``on_multirun_start`` runs before the sweeper creates the sweep directory. It expands the sweep the
 way the basic sweeper does (``hydra.sweeper.params`` plus the command-line overrides, comma lists
 expanded, cartesian product), composes every job with Hydra's own config loader, and checks each with
-``trainer.config.validate_config(cfg, 1)``. Any failure stops the multirun with one message naming the
+``trainer.config.build_config(cfg, 1)``. Any failure stops the multirun with one message naming the
 job, its overrides and the problem; nothing has been written at that point. (Hydra turns exceptions
 raised in callbacks into warnings and carries on, so the callback raises ``SystemExit`` carrying the
 ``SweepConfigError`` message: exit status 1, no traceback, no job.) It also refuses a sweep whose
@@ -72,10 +72,10 @@ def validate_job(cfg: DictConfig) -> dict[str, Any]:
     """Everything a job checks before training, without training; returns the resolved job config
     for the duplicate check, without the hydra node and the lr_sweep selector (two jobs that differ
     only in lr_sweep.index but end up with the same lr are the same run)."""
-    from trainer.config import validate_config
+    from trainer.config import build_config
 
     check_lr_sweep(cfg)
-    validate_config(cfg, 1)
+    build_config(cfg, 1)
     # Resolved key by key inside the whole config, so interpolations into the hydra node still work.
     return {
         key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]

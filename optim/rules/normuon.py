@@ -22,23 +22,23 @@ from dataclasses import dataclass
 
 import torch
 
-from optim.dtensor_utils import rows_like
+from optim.dtensor import rows_like
 from optim.hparams import check_beta
-from optim.matrix_rule import MatrixContext, MatrixRule, MomentumHParams, nesterov_momentum_
+from optim.rules.base import MatrixContext, MatrixRule, MatrixStats, MomentumHParams, nesterov_momentum_
 
 NORMUON_EPS = 1e-10
 
 
 @dataclass
 class NorMuonHParams(MomentumHParams):
-    beta2: float = 0.95
+    beta2: float  # EMA of the per-row mean square
 
     def validate(self, prefix: str = "optim.matrix") -> None:
         super().validate(prefix)
         check_beta(f"{prefix}.beta2", self.beta2)
 
 
-def normuon_row_factors(
+def normuon_row_factors_(
     ortho: torch.Tensor, second_moment: torch.Tensor, beta2: float, cols: int, reduce_sum
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Update V in place; return (row factor f with O' = f * O, row scale r, row mean-square v)."""
@@ -50,7 +50,25 @@ def normuon_row_factors(
     return row_scale * (norm_o / (norm_scaled + NORMUON_EPS)), row_scale, row_ms
 
 
-class NorMuonRule(MatrixRule):
+def normuon_apply_(
+    param: torch.Tensor, ortho: torch.Tensor, lr: float, weight_decay: float, scale: float,
+    row_factor: torch.Tensor, row_ms: torch.Tensor,
+) -> torch.Tensor:
+    """W *= 1 - lr*wd; W -= lr*scale * f * O (f per row). Returns the local step sum of squares,
+    from the row mean squares (no second pass over O)."""
+    step = row_factor.mul(-lr * scale).to(param.dtype)
+    param.mul_(1 - lr * weight_decay)
+    param.addcmul_(ortho, step)
+    return (step.square() * row_ms).sum() * ortho.shape[1]
+
+
+@dataclass
+class NorMuonStats(MatrixStats):
+    row_scale_max: torch.Tensor  # -inf on a rank that holds no row
+    row_scale_neg_min: torch.Tensor
+
+
+class NorMuonRule(MatrixRule[NorMuonHParams, None, NorMuonStats]):
     name = "normuon"
 
     def init_state(self, param):
@@ -58,28 +76,25 @@ class NorMuonRule(MatrixRule):
         state["second_moment"] = rows_like(param)  # (rows, 1), sharded like the rows
         return state
 
-    def before_orthogonalize(self, state, grad, ctx: MatrixContext) -> torch.Tensor:
-        return nesterov_momentum_(state["momentum_buffer"], grad, self.hp.momentum, self.hp.nesterov)
+    def before_orthogonalize(self, state, grad, ctx: MatrixContext) -> tuple[torch.Tensor, None]:
+        return nesterov_momentum_(state["momentum_buffer"], grad, self.hp.momentum, self.hp.nesterov), None
 
-    def after_orthogonalize(self, state, param, ortho, ctx: MatrixContext) -> dict[str, torch.Tensor]:
-        cols = ctx.full_shape[1]
-        factor, row_scale, row_ms = normuon_row_factors(
-            ortho, state["second_moment"], self.hp.beta2, cols, ctx.reduce_sum
+    def after_orthogonalize(self, state, param, ortho, carry: None, ctx: MatrixContext) -> NorMuonStats:
+        factor, row_scale, row_ms = normuon_row_factors_(
+            ortho, state["second_moment"], self.hp.beta2, ctx.full_shape[1], ctx.reduce_sum
         )
-        factor = factor.mul_(-ctx.lr * self.scale(ctx)).to(param.dtype)
-        param.mul_(1 - ctx.lr * ctx.weight_decay)
-        param.addcmul_(ortho, factor)
+        update_sq = normuon_apply_(param, ortho, ctx.lr, ctx.weight_decay, self.scale(ctx), factor, row_ms)
         empty = row_scale.numel() == 0
-        return {
-            "update_sq": (factor.square() * row_ms).sum() * cols,
-            "row_scale_max": row_scale.new_tensor(float("-inf")) if empty else row_scale.max(),
-            "row_scale_neg_min": row_scale.new_tensor(float("-inf")) if empty else -row_scale.min(),
-        }
+        none = row_scale.new_tensor(float("-inf"))
+        return NorMuonStats(
+            update_sq=update_sq,
+            row_scale_max=none if empty else row_scale.max(),
+            row_scale_neg_min=none if empty else -row_scale.min(),
+        )
 
-    def summarize(self, stats, reduce_max) -> dict[str, float]:
+    def summarize(self, stats: list[NorMuonStats], reduce_max) -> dict[str, float]:
         if not stats:
             return {}
-        maxes = reduce_max(torch.stack([s["row_scale_max"] for s in stats]))
-        neg_mins = reduce_max(torch.stack([s["row_scale_neg_min"] for s in stats]))
+        maxes = reduce_max(torch.stack([s.row_scale_max for s in stats]))
+        neg_mins = reduce_max(torch.stack([s.row_scale_neg_min for s in stats]))
         return {"normuon/row_scale_spread": float((maxes / -neg_mins).max())}
-

@@ -1,7 +1,7 @@
 """Model weights in and out of this project's DCP checkpoints, in ONE process with no process group.
 
 Readers: the HF export, the sampler, anything that wants the weights of a run without the trainer.
-A training checkpoint (trainer/checkpoint.py) holds ``{"model": ..., "optim": ...}``; this module
+A training checkpoint (trainer/checkpoint/store.py) holds ``{"model": ..., "optim": ...}``; this module
 loads only the ``model.*`` entries. DCP stores every tensor by its global shape, so a checkpoint
 written by several FSDP2 ranks (DTensor shards) loads here into plain full tensors: DCP reshards on
 load.
@@ -28,32 +28,36 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-from models.gpt2 import GPT, GPTConfig
-from trainer import checkpoint as ckpt
+from models.gpt2 import GPT, GPT_CONFIG_KEYS, GPTConfig, canonical_param_name
+from trainer.checkpoint.manifest import (
+    MANIFEST,
+    CheckpointError,
+    VerifiedCheckpoint,
+    find_resumable,
+    list_complete,
+    verify_checkpoint,
+)
+from trainer.checkpoint.safe_reader import SafeFileSystemReader, SafeLoadPlanner
+from trainer.checkpoint.store import save_checkpoint
+from trainer.distributed import DistContext
 
 MODEL_PREFIX = "model."
-# Name components that wrappers add (torch.compile: "_orig_mod", also per block; DDP: "module").
-WRAPPER_COMPONENTS = ("_orig_mod", "module")
-GPT_CONFIG_KEYS = ("name", "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "bias")
 
 
-def _strip_wrappers(name: str) -> str:
-    return ".".join(part for part in name.split(".") if part not in WRAPPER_COMPONENTS)
-
-
-def resolve_checkpoint(path: str | Path, log=print) -> Path:
-    """The checkpoint directory named by ``path``: a checkpoint itself (has MANIFEST.json), a run
-    directory (newest complete checkpoint under ``<path>/checkpoints``), or a checkpoints folder."""
+def resolve_checkpoint(path: str | Path, log=print) -> VerifiedCheckpoint:
+    """The checkpoint named by ``path``, verified with its tensor files' CRCs (a one-off read): a
+    checkpoint itself (has MANIFEST.json), a run directory (newest complete checkpoint under
+    ``<path>/checkpoints``), or a checkpoints folder."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path} does not exist (expected a checkpoint or run directory)")
-    if (path / ckpt.MANIFEST).is_file():
-        return path
+    if (path / MANIFEST).is_file():
+        return verify_checkpoint(path, deep=True)
     for root in (path / "checkpoints", path):
-        found = ckpt.find_resumable(root, log=log)
+        found = find_resumable(root, log=log, deep=True)
         if found is not None:
             return found
-    raise ckpt.CheckpointError(
+    raise CheckpointError(
         f"{path} holds no complete checkpoint: pass a checkpoint directory "
         f"(<run>/checkpoints/step_XXXXXXXX with MANIFEST.json) or a run directory that has one"
     )
@@ -62,9 +66,9 @@ def resolve_checkpoint(path: str | Path, log=print) -> Path:
 def gpt_config_from_state(state: Mapping[str, Any], path: Path) -> GPTConfig:
     model = state.get("model")
     if not isinstance(model, Mapping) or any(k not in model for k in GPT_CONFIG_KEYS[1:]):
-        raise ckpt.CheckpointError(
+        raise CheckpointError(
             f"checkpoint {path}: trainer_state.json has no model config under 'model' "
-            f"(needs {', '.join(GPT_CONFIG_KEYS[1:])}); was it written by trainer/checkpoint.py?"
+            f"(needs {', '.join(GPT_CONFIG_KEYS[1:])}); was it written by trainer/checkpoint/store.py?"
         )
     return GPTConfig(**{k: model[k] for k in GPT_CONFIG_KEYS if k in model})
 
@@ -75,10 +79,10 @@ def read_model_checkpoint(path: str | Path, log=print) -> tuple[GPTConfig, dict[
     ``path`` may be a checkpoint or a run directory (see ``resolve_checkpoint``). The checkpoint is
     verified against its manifest first. The tied ``lm_head.weight`` is returned only if stored.
     """
-    path = resolve_checkpoint(path, log=log)
-    state = ckpt.verify_checkpoint(path, deep=True)  # CRC of the tensor files too: a one-off read
+    checkpoint = resolve_checkpoint(path, log=log)
+    path, state = checkpoint.path, checkpoint.state
     config = gpt_config_from_state(state, path)
-    reader = ckpt.SafeFileSystemReader(path)  # unpickles only DCP metadata classes
+    reader = SafeFileSystemReader(path)  # unpickles only DCP metadata classes
     metadata = reader.read_metadata()
     # Allocate exactly what the checkpoint stores under "model." (global shapes), nothing of "optim".
     to_load = {}
@@ -86,16 +90,16 @@ def read_model_checkpoint(path: str | Path, log=print) -> tuple[GPTConfig, dict[
         if key.startswith(MODEL_PREFIX) and isinstance(meta, TensorStorageMetadata):
             to_load[key[len(MODEL_PREFIX):]] = torch.empty(meta.size, dtype=meta.properties.dtype)
     if not to_load:
-        raise ckpt.CheckpointError(f"checkpoint {path} holds no model weights (no 'model.*' entries)")
+        raise CheckpointError(f"checkpoint {path} holds no model weights (no 'model.*' entries)")
     with warnings.catch_warnings():  # "torch.distributed is disabled ... single process": intended
         warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
         try:
-            dcp.load({"model": to_load}, storage_reader=reader, planner=ckpt.SafeLoadPlanner(), no_dist=True)
+            dcp.load({"model": to_load}, storage_reader=reader, planner=SafeLoadPlanner(), no_dist=True)
         # DCP raises assorted errors for corrupt files, some wrapped in a CheckpointException, which
         # derives from BaseException
         except (Exception, CheckpointException) as err:
-            raise ckpt.CheckpointError(f"checkpoint {path} could not be loaded: {err}") from err
-    return config, {_strip_wrappers(k): v for k, v in to_load.items()}, state
+            raise CheckpointError(f"checkpoint {path} could not be loaded: {err}") from err
+    return config, {canonical_param_name(k): v for k, v in to_load.items()}, state
 
 
 def load_gpt(path: str | Path, log=print) -> GPT:
@@ -113,7 +117,7 @@ def gpt_from_state_dict(config: GPTConfig, sd: dict[str, torch.Tensor], path: Pa
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as err:
-        raise ckpt.CheckpointError(
+        raise CheckpointError(
             f"checkpoint {path}: its weights do not fit its model config {config}: {err}"
         ) from err
     return model.eval()
@@ -125,13 +129,11 @@ def write_model_checkpoint(out_dir: str | Path, model: GPT, extra_state: Mapping
     Refuses an ``out_dir`` that already holds checkpoints (the writer keeps only the newest ones,
     so writing there could delete a training checkpoint).
     """
-    from trainer.distributed import DistContext
-
     root = Path(out_dir) / "checkpoints"
-    if ckpt.list_complete(root):
+    if list_complete(root):
         raise FileExistsError(f"{root} already holds checkpoints; choose an empty output directory")
     config = {k: getattr(model.config, k) for k in GPT_CONFIG_KEYS}
     state = {"model": config, "model_only": True, "tokens": 0, **(extra_state or {})}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
-        return ckpt.save_checkpoint(root, 0, model, (), state, DistContext(), keep=1)
+        return save_checkpoint(root, 0, model, (), state, DistContext(), keep=1)

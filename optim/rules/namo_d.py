@@ -20,20 +20,15 @@ from dataclasses import dataclass
 
 import torch
 
-from optim.matrix_rule import (
-    MatrixContext,
-    MatrixRule,
-    nesterov_momentum_,
-    statistic_dtype,
-)
-from optim.namo import NAMOHParams, bias_corrected_lr
+from optim.rules.base import MatrixContext, MatrixRule, MatrixStats, nesterov_momentum_, statistic_dtype
+from optim.rules.namo import NAMOHParams, bias_corrected_lr
 
 
 @dataclass
 class NAMODHParams(NAMOHParams):
     """NAMO's hyper-parameters plus the column-scale clamp constant c."""
 
-    clamp_c: float = 0.75
+    clamp_c: float
 
     def validate(self, prefix: str = "optim.matrix") -> None:
         super().validate(prefix)
@@ -41,7 +36,7 @@ class NAMODHParams(NAMOHParams):
             raise ValueError(f"{prefix}.clamp_c must be in (0, 1], got {self.clamp_c}")
 
 
-def namo_d_column_scales(
+def namo_d_column_scales_(
     col_moment: torch.Tensor, grad_col_sq: torch.Tensor, u_col_sq: torch.Tensor, mu2: float, eps: float, c: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Update V in place; return (clamped s, number of clamped columns)."""
@@ -60,7 +55,19 @@ def namo_d_apply_(param: torch.Tensor, ortho: torch.Tensor, col_step: torch.Tens
     return (ortho.square().sum(0) * step.square()).sum()
 
 
-class NAMODRule(MatrixRule):
+@dataclass(frozen=True)
+class NAMODCarry:
+    col_step: torch.Tensor  # s_j * base, one per column
+    clamp_hits: torch.Tensor  # columns whose scale the clamp changed (diagnostic)
+
+
+@dataclass
+class NAMODStats(MatrixStats):
+    clamp_hits: torch.Tensor
+    cols: int
+
+
+class NAMODRule(MatrixRule[NAMODHParams, NAMODCarry, NAMODStats]):
     name = "namo_d"
 
     def init_state(self, param):
@@ -68,26 +75,23 @@ class NAMODRule(MatrixRule):
         state["col_second_moment"] = torch.zeros(param.shape[1], dtype=statistic_dtype(param), device=param.device)
         return state
 
-    def before_orthogonalize(self, state, grad, ctx: MatrixContext) -> torch.Tensor:
+    def before_orthogonalize(self, state, grad, ctx: MatrixContext) -> tuple[torch.Tensor, NAMODCarry]:
         grad_col_sq = grad.square().sum(0)
         update = nesterov_momentum_(state["momentum_buffer"], grad, self.hp.momentum, self.hp.nesterov)
         sums = torch.stack([grad_col_sq, update.square().sum(0)]).to(state["col_second_moment"].dtype)
         sums = ctx.reduce_sum(sums)
-        s, hits = namo_d_column_scales(
+        s, hits = namo_d_column_scales_(
             state["col_second_moment"], sums[0], sums[1], self.hp.mu2, self.hp.eps, self.hp.clamp_c
         )
         base = bias_corrected_lr(ctx.lr, self.hp.momentum, self.hp.mu2, ctx.step)
-        ctx.scratch.update(col_step=s * base, clamp_hits=hits, cols=s.numel())
-        return update
+        return update, NAMODCarry(col_step=s * base, clamp_hits=hits)
 
-    def after_orthogonalize(self, state, param, ortho, ctx: MatrixContext) -> dict[str, torch.Tensor]:
-        col_step = ctx.scratch["col_step"]
-        update_sq = namo_d_apply_(param, ortho, col_step, ctx.weight_decay, self.scale(ctx))
-        cols = torch.tensor(float(ctx.scratch["cols"]))
-        return {"update_sq": update_sq, "clamp_hits": ctx.scratch["clamp_hits"], "cols": cols}
+    def after_orthogonalize(self, state, param, ortho, carry: NAMODCarry, ctx: MatrixContext) -> NAMODStats:
+        update_sq = namo_d_apply_(param, ortho, carry.col_step, ctx.weight_decay, self.scale(ctx))
+        return NAMODStats(update_sq=update_sq, clamp_hits=carry.clamp_hits, cols=ctx.full_shape[1])
 
-    def summarize(self, stats, reduce_max) -> dict[str, float]:
+    def summarize(self, stats: list[NAMODStats], reduce_max) -> dict[str, float]:
         if not stats:
             return {}
-        hits = sum(float(s["clamp_hits"]) for s in stats)
-        return {"namo_d/clamp_hit_fraction": hits / sum(float(s["cols"]) for s in stats)}
+        hits = sum(float(s.clamp_hits) for s in stats)
+        return {"namo_d/clamp_hit_fraction": hits / sum(s.cols for s in stats)}

@@ -18,7 +18,7 @@ everywhere. The NS FLOPs per rank drop from F to about F/W.
 ``ReplicatedOrthogonalizer`` is the comparison baseline (``optim.orthogonalize.distributed:
 replicated``): every rank gathers every matrix and orthogonalizes all of them.
 
-Both speak the ``Orthogonalizer`` protocol of ``optim.orthogonalizer``; the rules never see them.
+Both speak the ``Orthogonalizer`` protocol of ``optim.orthogonalize.local``; the rules never see them.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from collections import defaultdict
 import torch
 import torch.distributed as dist
 
-from optim.newton_schulz import newton_schulz_flops, orthogonalize
-from optim.orthogonalizer import LocalOrthogonalizer
+from optim.orthogonalize.local import LocalOrthogonalizer
+from optim.orthogonalize.newton_schulz import newton_schulz_flops
 
 
 def row_split(rows: int, world_size: int) -> list[int]:

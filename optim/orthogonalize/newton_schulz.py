@@ -18,7 +18,7 @@ uses. ``method="svd"`` returns the exact polar factor U V^T (tests, NAMO's ``use
 Speed on CPU: the loop reuses three preallocated buffers and calls ``baddbmm``/``bmm`` with ``out=``
 (no allocation, no transposed copies), so the time is the three matmuls per step; the default is fp32 on
 CPUs (exact against the reference vectors; bf16 is faster only on CPUs with AMX, see BENCHMARKS.md)
-and bf16 on GPUs as in the published code.
+and bf16 on GPUs as in the published code (``optim.dtypes.resolve_dtype``).
 """
 
 from __future__ import annotations
@@ -28,23 +28,6 @@ import torch
 NS_COEFFICIENTS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
 NS_EPS = 1e-7
 METHODS = ("newton_schulz", "svd")
-
-
-def default_compute_dtype(device: torch.device | str) -> torch.dtype:
-    """bf16 on CUDA (as published: fast tensor cores, stable iteration), fp32 elsewhere (CPU)."""
-    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-
-
-def resolve_compute_dtype(
-    name: str, device: torch.device | str, key: str = "optim.orthogonalize.compute_dtype"
-) -> torch.dtype:
-    """Config value ``auto | float32 | bfloat16 | float64`` -> dtype (``auto`` = per device)."""
-    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
-    if name == "auto":
-        return default_compute_dtype(device)
-    if name not in table:
-        raise ValueError(f"{key} must be one of auto, {', '.join(table)}; got '{name}'")
-    return table[name]
 
 
 def newton_schulz_flops(rows: int, cols: int, steps: int = 5) -> int:

@@ -8,8 +8,8 @@ Protocol (the optimizer depends on nothing else):
         rows as blocks[i], in blocks[i]'s dtype. Inputs are not modified.
 
 ``LocalOrthogonalizer`` is the single-process one: it stacks same-shape matrices and calls
-``orthogonalize`` once per shape. Under FSDP2, ``optim.sharded_orthogonalizer`` moves row blocks to
-an owner rank, runs a LocalOrthogonalizer there and sends the rows back; ``optim.distributed``
+``orthogonalize`` once per shape. Under FSDP2, ``optim.orthogonalize.exchange`` moves row blocks to
+an owner rank, runs a LocalOrthogonalizer there and sends the rows back; ``optim.orthogonalize.from_mesh``
 chooses between them from the device mesh.
 """
 
@@ -21,7 +21,7 @@ from typing import Protocol
 import torch
 
 from optim.hparams import check_in, check_int_at_least
-from optim.newton_schulz import METHODS, NS_COEFFICIENTS, orthogonalize
+from optim.orthogonalize.newton_schulz import METHODS, NS_COEFFICIENTS, orthogonalize
 
 
 class Orthogonalizer(Protocol):

@@ -1,18 +1,18 @@
-"""One ``torch.optim.Optimizer`` for all five orthogonalized optimizers.
+"""``OrthogonalizedOptimizer``: one ``torch.optim.Optimizer`` for every Muon-family rule.
 
-Takes the routed groups of ``optim.registry.param_groups`` (keys params, param_names, role, lr,
+Takes the routed groups of ``optim.build.param_groups`` (keys params, param_names, role, lr,
 weight_decay). Role "matrix" takes the ``MatrixRule``; roles "embedding" and "vector" take AdamW
 (torch's functional AdamW, foreach / fused) with the group's lr and weight decay.
 
 step():
-    1. rule.before_orthogonalize on every matrix        -> NS inputs U (local row blocks)
+    1. rule.before_orthogonalize on every matrix        -> NS inputs U (local row blocks), carries
     2. orthogonalizer.orthogonalize_all(U blocks, full shapes)   (all matrices at once)
-    3. rule.after_orthogonalize on every matrix          -> scaling, weight decay, update
+    3. rule.after_orthogonalize on every matrix          -> scaling, weight decay, update, stats
     4. AdamW on the other groups
 
-Distribution seams (constructor arguments; defaults are the single-process ones):
-    orthogonalizer  see optim.orthogonalizer (protocol ``orthogonalize_all``)
-    reduce_sum      sum over the row shards of a matrix (see optim.matrix_rule); identity here
+Distribution (``MatrixDistribution`` of optim.orthogonalize.from_mesh; default: one process):
+    orthogonalizer  see optim.orthogonalize.local (protocol ``orthogonalize_all``)
+    reduce_sum      sum over the row shards of a matrix (see optim.rules.base); identity here
     reduce_max      max over the same group, used only by ``diagnostics()``
 Parameters may be FSDP2 DTensors sharded on dim 0: the rules see ``p.to_local()`` and
 ``grad.to_local()`` with the full shape ``p.shape``; param-shaped state is created with
@@ -25,16 +25,16 @@ State is created eagerly in __init__; every entry (``step`` included) is a tenso
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch.optim.adamw import adamw as functional_adamw
 
-from optim.dtensor_utils import local
-from optim.matrix_rule import MatrixContext, MatrixRule, ReduceFn, identity_reduce
-from optim.orthogonalizer import LocalOrthogonalizer, Orthogonalizer
+from optim.config import AdamWHParams
+from optim.dtensor import local
+from optim.orthogonalize.from_mesh import MatrixDistribution
 from optim.routing import RoutingError, role_of
+from optim.rules.base import MatrixContext, MatrixRule, MatrixStats
 
 ADAMW_ROLES = ("embedding", "vector")
 
@@ -45,22 +45,24 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
         param_groups: list[dict[str, Any]],
         rule: MatrixRule,
         *,
-        adamw_betas: tuple[float, float] = (0.9, 0.95),
-        adamw_eps: float = 1e-8,
-        orthogonalizer: Orthogonalizer | None = None,
-        reduce_sum: ReduceFn = identity_reduce,
-        reduce_max: Callable[[torch.Tensor], torch.Tensor] = identity_reduce,
+        adamw: AdamWHParams | None = None,
+        distribution: MatrixDistribution | None = None,
     ):
+        """``adamw``: betas and eps for the embedding / vector groups (needed only if there are any);
+        ``distribution``: how matrices reach their other row shards (default: one process)."""
         super().__init__(param_groups, defaults={})
         self.rule = rule
-        self.adamw_betas = tuple(adamw_betas)
-        self.adamw_eps = float(adamw_eps)
-        self.orthogonalizer = orthogonalizer if orthogonalizer is not None else LocalOrthogonalizer()
-        self.reduce_sum = reduce_sum
-        self.reduce_max = reduce_max
+        if adamw is None and any(g.get("role") in ADAMW_ROLES for g in self.param_groups):
+            raise ValueError("OrthogonalizedOptimizer: embedding/vector groups need adamw=AdamWHParams(betas, eps)")
+        self.adamw_betas = tuple(adamw.betas) if adamw else None
+        self.adamw_eps = float(adamw.eps) if adamw else None
+        distribution = distribution or MatrixDistribution()
+        self.orthogonalizer = distribution.orthogonalizer
+        self.reduce_sum = distribution.reduce_sum
+        self.reduce_max = distribution.reduce_max
         self._check_groups()
         self._init_state()
-        self._last_stats: list[tuple[int, dict[str, torch.Tensor]]] = []  # (group index, stats)
+        self._last_stats: list[tuple[int, MatrixStats]] = []  # (group index, stats)
         self._last_lr: dict[int, float] = {}
 
     # ---- construction -------------------------------------------------------------------------
@@ -114,7 +116,7 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
         return loss
 
     def _step_matrices(self) -> None:
-        work = []  # (group index, local param, local state, ctx)
+        work = []  # (group index, local param, local state, carry, ctx)
         blocks, shapes = [], []
         for gi, group in enumerate(self.param_groups):
             if group["role"] != "matrix":
@@ -133,18 +135,21 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
                     reduce_sum=self.reduce_sum,
                 )
                 local_state = {k: local(v) for k, v in state.items() if k != "step"}
-                blocks.append(self.rule.before_orthogonalize(local_state, local(p.grad), ctx))
+                ns_input, carry = self.rule.before_orthogonalize(local_state, local(p.grad), ctx)
+                blocks.append(ns_input)
                 shapes.append(ctx.full_shape)
-                work.append((gi, local(p), local_state, ctx))
+                work.append((gi, local(p), local_state, carry, ctx))
         if not work:
             return
         orthos = self.orthogonalizer.orthogonalize_all(blocks, shapes)
         self._last_stats = [
-            (gi, self.rule.after_orthogonalize(state, param, ortho, ctx))
-            for (gi, param, state, ctx), ortho in zip(work, orthos)
+            (gi, self.rule.after_orthogonalize(state, param, ortho, carry, ctx))
+            for (gi, param, state, carry, ctx), ortho in zip(work, orthos)
         ]
 
     def _step_adamw(self) -> None:
+        if self.adamw_betas is None:  # matrix groups only
+            return
         beta1, beta2 = self.adamw_betas
         for gi, group in enumerate(self.param_groups):
             if group["role"] == "matrix":
@@ -183,8 +188,8 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
         """
         sq: dict[int, torch.Tensor] = {}
         for gi, stats in self._last_stats:
-            sq[gi] = sq.get(gi, 0.0) + stats["update_sq"].float()
-        beta1, beta2 = self.adamw_betas
+            sq[gi] = sq.get(gi, 0.0) + stats.update_sq.float()
+        beta1, beta2 = self.adamw_betas or (0.0, 0.0)  # unused without AdamW groups
         for gi, group in enumerate(self.param_groups):
             if group["role"] == "matrix" or gi not in self._last_lr:
                 continue

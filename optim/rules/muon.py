@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from optim.matrix_rule import MatrixContext, MatrixRule, MomentumHParams, nesterov_momentum_
+from optim.rules.base import MatrixContext, MatrixRule, MatrixStats, MomentumHParams, nesterov_momentum_
 
 
 def muon_apply_(param: torch.Tensor, ortho: torch.Tensor, lr: float, weight_decay: float, scale: float) -> torch.Tensor:
@@ -26,14 +26,11 @@ def muon_apply_(param: torch.Tensor, ortho: torch.Tensor, lr: float, weight_deca
     return ortho.square().sum() * (lr * scale) ** 2
 
 
-class MuonRule(MatrixRule):
+class MuonRule(MatrixRule[MomentumHParams, None, MatrixStats]):
     name = "muon"
 
-    def __init__(self, hp: MomentumHParams):
-        super().__init__(hp)
+    def before_orthogonalize(self, state, grad, ctx: MatrixContext) -> tuple[torch.Tensor, None]:
+        return nesterov_momentum_(state["momentum_buffer"], grad, self.hp.momentum, self.hp.nesterov), None
 
-    def before_orthogonalize(self, state, grad, ctx: MatrixContext) -> torch.Tensor:
-        return nesterov_momentum_(state["momentum_buffer"], grad, self.hp.momentum, self.hp.nesterov)
-
-    def after_orthogonalize(self, state, param, ortho, ctx: MatrixContext) -> dict[str, torch.Tensor]:
-        return {"update_sq": muon_apply_(param, ortho, ctx.lr, ctx.weight_decay, self.scale(ctx))}
+    def after_orthogonalize(self, state, param, ortho, carry: None, ctx: MatrixContext) -> MatrixStats:
+        return MatrixStats(update_sq=muon_apply_(param, ortho, ctx.lr, ctx.weight_decay, self.scale(ctx)))

@@ -22,20 +22,21 @@ from dataclasses import dataclass
 import torch
 
 from optim.hparams import check_beta, check_positive
-from optim.matrix_rule import (
+from optim.rules.base import (
     MatrixContext,
     MatrixRule,
+    MatrixStats,
     MomentumHParams,
     nesterov_momentum_,
     statistic_dtype,
+    stats_mean,
 )
 
 
 @dataclass
 class NAMOHParams(MomentumHParams):
-    shape_scaling: str = "match_rms_adamw"
-    mu2: float = 0.99
-    eps: float = 1e-8
+    mu2: float  # EMA of ||G||_F^2
+    eps: float  # adamnorm_eps
 
     def validate(self, prefix: str = "optim.matrix") -> None:
         super().validate(prefix)
@@ -48,7 +49,7 @@ def bias_corrected_lr(lr: float, momentum: float, mu2: float, step: int) -> floa
     return lr * math.sqrt(1 - mu2**step) / (1 - momentum**step + 1e-12)
 
 
-def namo_step_size(
+def namo_step_size_(
     second_moment: torch.Tensor, grad_sq: torch.Tensor, u_sq: torch.Tensor, base: float, mu2: float, eps: float
 ) -> torch.Tensor:
     """Update the scalar v in place; return alpha = base * ||U|| / (sqrt(v) + eps) (0-d tensor)."""
@@ -64,7 +65,14 @@ def namo_apply_(param: torch.Tensor, ortho: torch.Tensor, alpha: torch.Tensor, w
     return ortho.square().sum() * step.square()
 
 
-class NAMORule(MatrixRule):
+@dataclass
+class NAMOStats(MatrixStats):
+    alpha: torch.Tensor  # the matrix's step size this step
+
+
+class NAMORule(MatrixRule[NAMOHParams, torch.Tensor, NAMOStats]):
+    """Carry: the step size alpha (0-d tensor), computed before NS from the reduced norms."""
+
     name = "namo"
 
     def init_state(self, param):
@@ -72,18 +80,17 @@ class NAMORule(MatrixRule):
         state["second_moment"] = torch.zeros((), dtype=statistic_dtype(param), device=param.device)  # scalar v
         return state
 
-    def before_orthogonalize(self, state, grad, ctx: MatrixContext) -> torch.Tensor:
+    def before_orthogonalize(self, state, grad, ctx: MatrixContext) -> tuple[torch.Tensor, torch.Tensor]:
         grad_sq = grad.square().sum()
         update = nesterov_momentum_(state["momentum_buffer"], grad, self.hp.momentum, self.hp.nesterov)
         sums = torch.stack([grad_sq, update.square().sum()]).to(state["second_moment"].dtype)
         grad_sq, u_sq = ctx.reduce_sum(sums).unbind()
         base = bias_corrected_lr(ctx.lr, self.hp.momentum, self.hp.mu2, ctx.step)
-        ctx.scratch["alpha"] = namo_step_size(state["second_moment"], grad_sq, u_sq, base, self.hp.mu2, self.hp.eps)
-        return update
+        alpha = namo_step_size_(state["second_moment"], grad_sq, u_sq, base, self.hp.mu2, self.hp.eps)
+        return update, alpha
 
-    def after_orthogonalize(self, state, param, ortho, ctx: MatrixContext) -> dict[str, torch.Tensor]:
-        alpha = ctx.scratch["alpha"]
-        return {"update_sq": namo_apply_(param, ortho, alpha, ctx.weight_decay, self.scale(ctx)), "alpha": alpha}
+    def after_orthogonalize(self, state, param, ortho, alpha: torch.Tensor, ctx: MatrixContext) -> NAMOStats:
+        return NAMOStats(update_sq=namo_apply_(param, ortho, alpha, ctx.weight_decay, self.scale(ctx)), alpha=alpha)
 
-    def summarize(self, stats, reduce_max) -> dict[str, float]:
-        return {"namo/alpha_mean": float(torch.stack([s["alpha"] for s in stats]).mean())} if stats else {}
+    def summarize(self, stats: list[NAMOStats], reduce_max) -> dict[str, float]:
+        return {"namo/alpha_mean": stats_mean(stats, "alpha")} if stats else {}

@@ -30,20 +30,22 @@ from dataclasses import dataclass
 import torch
 
 from optim.hparams import check_positive
-from optim.matrix_rule import (
+from optim.rules.base import (
     MatrixContext,
     MatrixRule,
+    MatrixStats,
     MomentumHParams,
     nesterov_momentum_,
     statistic_dtype,
+    stats_mean,
 )
 
 
 @dataclass
 class AdaGOHParams(MomentumHParams):
-    gamma: float = 10.0  # gradient-norm clip
-    eps: float = 1e-6  # floor on the step size alpha
-    v0: float = 1e-6  # accumulator starts at v0^2
+    gamma: float  # gradient-norm clip
+    eps: float  # floor on the step size alpha
+    v0: float  # accumulator starts at v0^2
 
     def validate(self, prefix: str = "optim.matrix") -> None:
         super().validate(prefix)
@@ -52,7 +54,7 @@ class AdaGOHParams(MomentumHParams):
         check_positive(f"{prefix}.v0", self.v0)
 
 
-def adago_step_size(accumulator: torch.Tensor, grad_sq: torch.Tensor, lr: float, gamma: float, eps: float):
+def adago_step_size_(accumulator: torch.Tensor, grad_sq: torch.Tensor, lr: float, gamma: float, eps: float):
     """v^2 += min(||g||, gamma)^2 in place; return alpha = max(eps, lr * min(||g||, gamma) / v)."""
     clipped = grad_sq.sqrt().clamp(max=gamma)
     accumulator.add_(clipped.square())
@@ -68,7 +70,14 @@ def adago_apply_(param: torch.Tensor, ortho: torch.Tensor, alpha: torch.Tensor, 
     return ortho.square().sum() * step.square()
 
 
-class AdaGORule(MatrixRule):
+@dataclass
+class AdaGOStats(MatrixStats):
+    alpha: torch.Tensor  # the matrix's step size this step
+
+
+class AdaGORule(MatrixRule[AdaGOHParams, torch.Tensor, AdaGOStats]):
+    """Carry: the step size alpha (0-d tensor), from the gradient norm before NS."""
+
     name = "adago"
 
     def init_state(self, param):
@@ -76,14 +85,13 @@ class AdaGORule(MatrixRule):
         state["accumulator"] = torch.full((), self.hp.v0**2, dtype=statistic_dtype(param), device=param.device)
         return state
 
-    def before_orthogonalize(self, state, grad, ctx: MatrixContext) -> torch.Tensor:
+    def before_orthogonalize(self, state, grad, ctx: MatrixContext) -> tuple[torch.Tensor, torch.Tensor]:
         grad_sq = ctx.reduce_sum(grad.square().sum().to(state["accumulator"].dtype))
-        ctx.scratch["alpha"] = adago_step_size(state["accumulator"], grad_sq, ctx.lr, self.hp.gamma, self.hp.eps)
-        return nesterov_momentum_(state["momentum_buffer"], grad, self.hp.momentum, self.hp.nesterov)
+        alpha = adago_step_size_(state["accumulator"], grad_sq, ctx.lr, self.hp.gamma, self.hp.eps)
+        return nesterov_momentum_(state["momentum_buffer"], grad, self.hp.momentum, self.hp.nesterov), alpha
 
-    def after_orthogonalize(self, state, param, ortho, ctx: MatrixContext) -> dict[str, torch.Tensor]:
-        alpha = ctx.scratch["alpha"]
-        return {"update_sq": adago_apply_(param, ortho, alpha, ctx.weight_decay, self.scale(ctx)), "alpha": alpha}
+    def after_orthogonalize(self, state, param, ortho, alpha: torch.Tensor, ctx: MatrixContext) -> AdaGOStats:
+        return AdaGOStats(update_sq=adago_apply_(param, ortho, alpha, ctx.weight_decay, self.scale(ctx)), alpha=alpha)
 
-    def summarize(self, stats, reduce_max) -> dict[str, float]:
-        return {"adago/alpha_mean": float(torch.stack([s["alpha"] for s in stats]).mean())} if stats else {}
+    def summarize(self, stats: list[AdaGOStats], reduce_max) -> dict[str, float]:
+        return {"adago/alpha_mean": stats_mean(stats, "alpha")} if stats else {}

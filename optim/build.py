@@ -1,0 +1,57 @@
+"""``build_optimizer``: a model and a typed ``OptimConfig`` -> the ``torch.optim.Optimizer``.
+
+    routing (optim.routing)  every parameter -> matrix | embedding | vector
+    param_groups             one group per role, with the role's lr and weight decay
+    registry row             plain AdamW, or OrthogonalizedOptimizer(rule(hparams), distribution)
+    distribution             from the device mesh (optim.orthogonalize.from_mesh)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from optim.adamw import build_adamw
+from optim.config import OptimConfig
+from optim.orthogonalize.from_mesh import build_distribution
+from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
+from optim.registry import registry_entry
+from optim.routing import ROLES, route_parameters
+
+
+def param_groups(model: nn.Module, config: OptimConfig) -> list[dict[str, Any]]:
+    """One param group per non-empty role, with the role's lr and weight decay.
+
+    Groups carry ``role`` and ``param_names`` so optimizers, diagnostics and checkpoints can tell
+    them apart.
+    """
+    routed = route_parameters(model)
+    groups = []
+    for role in ROLES:
+        if not routed[role]:
+            continue
+        names, params = zip(*routed[role])
+        hp = config.groups[role]
+        groups.append(
+            {"params": list(params), "param_names": list(names), "role": role, "lr": hp.lr,
+             "weight_decay": hp.weight_decay}
+        )
+    return groups
+
+
+def build_from_groups(groups: list[dict[str, Any]], config: OptimConfig, mesh: Any = None) -> torch.optim.Optimizer:
+    """The optimizer of ``config`` over already-routed groups (hand-built groups in tests too)."""
+    entry = registry_entry(config.name)
+    if entry.rule is None:
+        return build_adamw(groups, config.adamw)
+    device = groups[0]["params"][0].device if groups else torch.device("cpu")
+    return OrthogonalizedOptimizer(
+        groups, entry.rule(config.rule), adamw=config.adamw,
+        distribution=build_distribution(config.orthogonalize, device, mesh),
+    )
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig, mesh: Any = None) -> torch.optim.Optimizer:
+    return build_from_groups(param_groups(model, config), config, mesh)

@@ -1,0 +1,134 @@
+"""The ``optim`` node of the config as typed, validated values: what ``build_optimizer`` takes.
+
+    optim.name             a name of the registry (optim.registry.OPTIMIZERS)
+    optim.matrix           lr, weight_decay + the rule's hyper-parameters (its HParams class)
+    optim.embedding        lr, weight_decay (AdamW: wte, wpe, the tied head)
+    optim.vector           lr, weight_decay (AdamW: biases, LayerNorm)
+    optim.adamw            betas, eps (AdamW, for every group it steps)
+    optim.orthogonalize    method, steps, coefficients, compute_dtype, distributed, comm_dtype
+                           (orthogonalized optimizers only)
+
+Every default lives in configs/optim/*.yaml; these classes have none. ``optim_config`` checks every
+key and range, so a bad value fails before any process group, data or model work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optim.dtypes import check_dtype_name
+from optim.hparams import check_betas, check_in, check_int_at_least, check_nonnegative, check_positive, from_mapping
+from optim.orthogonalize.newton_schulz import METHODS
+from optim.registry import registry_entry
+from optim.rules.base import MomentumHParams
+
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+DISTRIBUTED_MODES = ("sharded", "replicated")
+GROUP_KEYS = ("lr", "weight_decay")  # of optim.matrix: the param group's, not the rule's
+
+
+@dataclass(frozen=True)
+class GroupHParams:
+    """lr and decoupled weight decay of one routed parameter group (the schedule scales lr)."""
+
+    lr: float
+    weight_decay: float
+
+
+@dataclass(frozen=True)
+class AdamWHParams:
+    betas: tuple[float, float]
+    eps: float
+
+    def __post_init__(self) -> None:
+        check_betas("optim.adamw.betas", self.betas)
+        check_positive("optim.adamw.eps", self.eps)
+
+
+@dataclass(frozen=True)
+class OrthogonalizeConfig:
+    """The whole-matrix transform and how it is distributed (optim.orthogonalize)."""
+
+    method: str  # newton_schulz | svd
+    steps: int
+    coefficients: tuple[float, float, float]
+    compute_dtype: str  # auto | float32 | bfloat16 | float64
+    distributed: str  # sharded | replicated
+    comm_dtype: str
+
+    def __post_init__(self) -> None:
+        key = "optim.orthogonalize"
+        check_in(f"{key}.method", self.method, METHODS)
+        check_int_at_least(f"{key}.steps", self.steps, 1)
+        check_dtype_name(f"{key}.compute_dtype", self.compute_dtype)
+        check_dtype_name(f"{key}.comm_dtype", self.comm_dtype)
+        check_in(f"{key}.distributed", self.distributed, DISTRIBUTED_MODES)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str
+    groups: dict[str, GroupHParams]  # role (matrix, embedding, vector) -> lr, weight decay
+    adamw: AdamWHParams
+    rule: MomentumHParams | None  # the rule's hyper-parameters; None for plain AdamW
+    orthogonalize: OrthogonalizeConfig | None  # None for plain AdamW
+
+
+def optim_config(node: Mapping[str, Any]) -> OptimConfig:
+    """Typed ``OptimConfig`` from the composed ``optim`` node (a DictConfig or a plain mapping)."""
+    node = _plain(node)
+    name = node.get("name")
+    entry = registry_entry(name)  # unknown name: lists the known ones
+    expected = {"name", "matrix", "embedding", "vector", "adamw"} | ({"orthogonalize"} if entry.rule else set())
+    unknown = sorted(set(node) - expected)
+    if unknown:
+        raise ValueError(f"optim.{unknown[0]} is not a key of optimizer '{name}' (known: {', '.join(sorted(expected))})")
+    missing = sorted(expected - set(node))
+    if missing:
+        raise ValueError(f"optim.{missing[0]} is missing for optimizer '{name}'")
+    matrix = dict(node["matrix"])
+    groups = {
+        "matrix": from_mapping(GroupHParams, {k: matrix.pop(k) for k in GROUP_KEYS if k in matrix}, "optim.matrix"),
+        "embedding": from_mapping(GroupHParams, node["embedding"], "optim.embedding"),
+        "vector": from_mapping(GroupHParams, node["vector"], "optim.vector"),
+    }
+    for role, group in groups.items():
+        check_positive(f"optim.{role}.lr", group.lr)
+        check_nonnegative(f"optim.{role}.weight_decay", group.weight_decay)
+    adamw = from_mapping(AdamWHParams, node["adamw"], "optim.adamw")
+    if entry.rule is None:
+        if matrix:
+            raise ValueError(f"optim.matrix.{sorted(matrix)[0]} is not a key of '{name}' (it takes lr, weight_decay)")
+        return OptimConfig(name=name, groups=groups, adamw=adamw, rule=None, orthogonalize=None)
+    rule_hparams = from_mapping(entry.hparams, matrix, "optim.matrix")
+    rule_hparams.validate()
+    orthogonalize = from_mapping(OrthogonalizeConfig, node["orthogonalize"], "optim.orthogonalize")
+    return OptimConfig(name=name, groups=groups, adamw=adamw, rule=rule_hparams, orthogonalize=orthogonalize)
+
+
+def compose_optim_node(name: str, overrides: Sequence[str] = ()):
+    """``configs/optim/<name>.yaml`` composed with Hydra (its shared defaults included) plus
+    ``optim.*`` overrides, as the ``optim`` DictConfig (outside a running Hydra app)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIGS_DIR), version_base=None):
+        return compose(overrides=[f"+optim={name}", *overrides]).optim
+
+
+def load_optim_config(name: str, overrides: Sequence[str] = ()) -> OptimConfig:
+    """The typed config of ``optim=<name>`` with its YAML defaults (benchmarks, tests, notebooks)."""
+    return optim_config(compose_optim_node(name, overrides))
+
+
+def _plain(node: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(node, DictConfig):
+            return OmegaConf.to_container(node, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return dict(node)
