@@ -15,18 +15,18 @@ import os
 # numerical reproducibility removes that at no measured cost (BENCHMARKS.md); set before torch loads.
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+import sys
+from pathlib import Path
 
-import hydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
-from trainer.checkpoint import CheckpointError  # noqa: E402
-from trainer.config import build_config  # noqa: E402
-from trainer.distributed import init_distributed, launcher_world, shutdown  # noqa: E402
-from trainer.resume_check import check_resume_before_start  # noqa: E402
-from trainer.run_dir import register_resolvers  # noqa: E402
+from trainer.checkpoint import CheckpointError
+from trainer.config import build_config
+from trainer.distributed import init_distributed, launcher_world, shutdown
+from trainer.resume_check import check_resume_before_start
+from trainer.run_dir import register_resolvers
 
 register_resolvers()  # ${run_stamp:} in configs/train.yaml
 

@@ -302,7 +302,7 @@ def compose_data_config(overrides: list[str]):
         return compose(overrides=fixed).data
 
 
-def main(argv: list[str] | None = None) -> PreparedData:
+def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from hydra.errors import MissingConfigException
 
@@ -313,8 +313,8 @@ def main(argv: list[str] | None = None) -> PreparedData:
     prepared = prepare_dataset(cfg)
     print(f"{prepared.name}: train {prepared.num_tokens['train']:,} tokens in {len(prepared.train)} shard(s), "
           f"val {prepared.num_tokens['val']:,} tokens in {len(prepared.val)} shard(s)\n{prepared.dir}")
-    return prepared
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -100,6 +100,8 @@ def optim_config(node: Mapping[str, Any]) -> OptimConfig:
         check_nonnegative(f"optim.{role}.weight_decay", group.weight_decay)
     adamw = from_mapping(AdamWHParams, node["adamw"], "optim.adamw")
     if entry.rule is None:
+        # a recipe spanning optimizers sets rule keys to null where they do not apply (AdamW)
+        matrix = {k: v for k, v in matrix.items() if v is not None}
         if matrix:
             raise ValueError(f"optim.matrix.{sorted(matrix)[0]} is not a key of '{name}' (it takes lr, weight_decay)")
         return OptimConfig(name=name, groups=groups, adamw=adamw, rule=None, orthogonalize=None)

@@ -1,12 +1,10 @@
 #!/usr/bin/env python
-"""Prepare a data config's token shards: same as `python -m data.prepare data=<name> [overrides]`."""
+"""Thin wrapper, kept so ``python scripts/prepare_data.py ...`` works: the code is ``data.prepare``
+(console command ``orthogpt-prepare``, declared in pyproject.toml)."""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data.prepare import main  # noqa: E402
+from data.prepare import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 # set by the sbatch scripts themselves; a sweep line that sets them would fight with them
 RESERVED = ("hydra.run.dir", "trainer.resume", "device")

@@ -3,14 +3,13 @@ numbers are known, including a resumed run (duplicate steps) and a diverged one 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-from trainer.compare import expand_run_dirs, last_row_per_step, mark_best, summarize_run
+from trainer.analysis.compare import expand_run_dirs, last_row_per_step, mark_best, summarize_run
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -18,10 +17,9 @@ TOKENS_PER_STEP = 1000
 
 
 def load_compare_script():
-    spec = importlib.util.spec_from_file_location("compare_runs", ROOT / "scripts" / "compare_runs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from trainer.analysis import compare_cli
+
+    return compare_cli
 
 
 def write_run(run_dir: Path, optimizer: str, lr: float, val_losses: list[float | None], tokens_per_s: float = 500.0,

@@ -12,6 +12,8 @@ import pytest
 
 import data.prepare as prep
 from data import sources
+from omegaconf import OmegaConf
+
 from data.prepare import compose_data_config, is_val_document, prepare_dataset
 from data.shards import read_shard
 from data.tokenizer import EOT_ID, gpt2_encoding
@@ -21,7 +23,9 @@ DOCS = [f"Document number {i}. " + "Some English words here. " * (i % 7 + 1) for
 
 
 def local_cfg(tmp_path, path, **kw):
-    return {"name": "tiny", "source": "local", "paths": [str(path)], "cache_dir": str(tmp_path / "cache"),
+    """configs/data/local.yaml (every key's default) as a plain dict, with this test's values."""
+    base = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "data" / "local.yaml"))
+    return {**base, "name": "tiny", "paths": [str(path)], "cache_dir": str(tmp_path / "cache"),
             "shard_tokens": 100, "val_fraction": 0.2, "num_proc": 1, **kw}
 
 
@@ -139,12 +143,12 @@ def test_failed_build_leaves_nothing(tmp_path, jsonl, monkeypatch):
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"val_fracton": 0.1}, r"unknown key\(s\) \['val_fracton'\]"),
+    ({"val_fracton": 0.1}, r"data\.val_fracton is not a key"),
     ({"val_fraction": 1.0}, "data.val_fraction"),
     ({"shard_tokens": 0}, "data.shard_tokens"),
     ({"source": "ftp"}, "data.source='ftp'"),
     ({"paths": []}, "data.paths is empty"),
-    ({"paths": ["/nonexistent/x.txt"]}, "is not a file"),
+    ({"paths": ["/nonexistent/x.txt"]}, "/nonexistent/x.txt does not exist"),
 ])
 def test_bad_config(tmp_path, jsonl, kw, match):
     with pytest.raises(ValueError, match=match):
@@ -181,7 +185,7 @@ def test_every_data_config_composes(name, tmp_path):
     (tmp_path / "a.txt").write_text("text")
     cfg = compose_data_config([f"data={name}"] + ([f"data.paths=[{tmp_path / 'a.txt'}]"] if name == "local" else []))
     assert cfg.name == name
-    assert prep._validate(prep._as_dict(cfg))["shard_tokens"] == 100_000_000
+    assert prep.validate_data_config(cfg)["shard_tokens"] == 100_000_000
 
 
 def test_cli_reports_prepared_data(prepared_embedded, data_cache_dir):

@@ -80,7 +80,8 @@ def test_optimizer_steps_once_per_global_step_under_accumulation(runs):
 
 def test_both_ranks_share_one_run_directory(runs):
     run_dir = runs / "w2"
-    assert (run_dir / "config.yaml").is_file() and (run_dir / ".hydra").is_dir()
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "overrides.yaml").is_file()
+    assert not (run_dir / ".hydra").exists()  # the trainer writes the run files, once, on rank 0
     checkpoint = run_dir / "checkpoints" / "step_00000004"
     assert {"rng_rank0.pt", "rng_rank1.pt"} <= {p.name for p in checkpoint.iterdir()}
     wandb_runs = list((run_dir / "wandb").glob("offline-run-*"))

@@ -10,15 +10,15 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from transformers import GPT2LMHeadModel  # noqa: E402
+import pytest
+import torch
+import yaml
+from transformers import GPT2LMHeadModel
 
-from models.gpt2 import GPT, GPTConfig  # noqa: E402
-from models.hf import (  # noqa: E402
+from models.gpt2 import GPT, GPTConfig
+from models.hf import (
     NotGPT2Error,
     from_hf,
     load_hf,
@@ -134,7 +134,7 @@ def test_non_gpt2_state_dict_is_refused(model):
 def test_bias_free_model_exports_as_gpt2_with_zero_biases():
     """model.bias=false (the NAMO recipes) is the GPT-2 whose biases are zero: same logits in HF."""
     torch.manual_seed(0)
-    m = GPT(GPTConfig(name="nobias", vocab_size=100, block_size=8, n_layer=2, n_head=2, n_embd=8, bias=False)).eval()
+    m = GPT(GPTConfig(name="nobias", vocab_size=100, block_size=8, n_layer=2, n_head=2, n_embd=8, dropout=0.0, bias=False)).eval()
     hf_model = to_hf(m).eval()
     biases = {k: v for k, v in hf_model.state_dict().items() if k.endswith(("ln_1.bias", "ln_f.bias", "c_attn.bias", "c_proj.bias", "c_fc.bias"))}
     assert biases and all(torch.count_nonzero(v) == 0 for v in biases.values())

@@ -3,7 +3,6 @@ refusals, sampling. The checkpoints come from ``python train.py`` itself (gpt2-t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -29,14 +28,7 @@ TRAIN_ARGS = [
 ]
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-export_hf, import_hf, sample = load_script("export_hf"), load_script("import_hf"), load_script("sample")
+from trainer.tools import export_hf, import_hf, sample  # noqa: E402
 
 
 def train(run_dir: Path, data_cache_dir: Path, *extra: str, launcher: tuple[str, ...] = (sys.executable,)):
@@ -108,7 +100,7 @@ def test_import_round_trips_exactly(run_dir, exported, tmp_path):
 
 
 def test_export_of_a_bias_free_model_gives_the_same_logits(tmp_path):
-    config = GPTConfig(name="nobias", vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=8, bias=False)
+    config = GPTConfig(name="nobias", vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=8, dropout=0.0, bias=False)
     torch.manual_seed(0)
     model = GPT(config)
     write_model_checkpoint(tmp_path / "run", model)
@@ -119,7 +111,7 @@ def test_export_of_a_bias_free_model_gives_the_same_logits(tmp_path):
 def test_export_refuses_weights_that_do_not_fit_their_config(tmp_path):
     from trainer.checkpoint import file_crc32
 
-    config = GPTConfig(name="t", vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=8)
+    config = GPTConfig(name="t", vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=8, dropout=0.0, bias=True)
     ckpt = write_model_checkpoint(tmp_path / "run", GPT(config))
     state_file, manifest_file = ckpt / "trainer_state.json", ckpt / "MANIFEST.json"
     state = json.loads(state_file.read_text())

@@ -14,6 +14,9 @@ from models.gpt2 import GPT, GPTConfig, flops_per_token
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"
 
+# every GPTConfig key (its defaults live in configs/model/*.yaml)
+SMALL = dict(name="small", vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=8, dropout=0.0, bias=True)
+
 
 def load_config(name: str) -> GPTConfig:
     with open(CONFIG_DIR / f"{name}.yaml") as f:
@@ -83,7 +86,7 @@ def test_head_is_tied_to_token_embedding(test_model):
 
 def test_init_statistics():
     # Wide enough that sample stds are within ~1% of the target.
-    cfg = GPTConfig(name="init", vocab_size=4096, block_size=128, n_layer=4, n_head=4, n_embd=256)
+    cfg = GPTConfig(name="init", vocab_size=4096, block_size=128, n_layer=4, n_head=4, n_embd=256, dropout=0.0, bias=True)
     torch.manual_seed(0)
     model = GPT(cfg)
     residual_std = 0.02 / math.sqrt(2 * cfg.n_layer)
@@ -104,7 +107,7 @@ def test_init_statistics():
 
 def test_heads_must_divide_width():
     with pytest.raises(ValueError, match=r"n_embd \(64\) must be divisible by model.n_head \(5\)"):
-        GPTConfig(n_embd=64, n_head=5)
+        GPTConfig(**{**SMALL, "n_embd": 64, "n_head": 5})
 
 
 def test_sequence_longer_than_context_is_refused(test_model):
@@ -119,7 +122,7 @@ def test_sequence_longer_than_context_is_refused(test_model):
 def test_out_of_range_config_values_are_refused(bad):
     key = next(iter(bad))
     with pytest.raises(ValueError, match=f"model.{key}"):
-        GPTConfig(**bad)
+        GPTConfig(**{**SMALL, **bad})
 
 
 @pytest.mark.parametrize("seq_len", [1024, 256])
@@ -136,7 +139,7 @@ def test_flops_per_token_gpt2(seq_len):
 
 
 def test_flops_per_token_without_bias_matches_parameter_count():
-    cfg = GPTConfig(name="nobias", vocab_size=1000, block_size=32, n_layer=3, n_head=2, n_embd=16, bias=False)
+    cfg = GPTConfig(name="nobias", vocab_size=1000, block_size=32, n_layer=3, n_head=2, n_embd=16, dropout=0.0, bias=False)
     model = GPT(cfg)
     n = model.num_parameters() - model.transformer.wpe.weight.numel()
     assert flops_per_token(cfg, 32) == 6 * n + 12 * 3 * 32 * 16
@@ -163,7 +166,7 @@ def test_loss_accepts_non_contiguous_targets():
     from models.gpt2 import GPT, GPTConfig
 
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    model = GPT(GPTConfig(**{**SMALL, "vocab_size": 64, "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16}))
     tokens = torch.randint(0, 64, (2, 9))
     x, y = tokens[:, :-1], tokens[:, 1:]  # y is a non-contiguous view
     assert not y.is_contiguous()

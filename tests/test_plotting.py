@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.plotting import loss_series, plot_loss_curves, read_metrics
+from trainer.analysis.plotting import loss_series, plot_loss_curves, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 import trainer.checkpoint as ckpt
-from tests.fault_injection import compose_config, losses, tensor_file_crcs, train_in_process
+import trainer.checkpoint.store as store
+from trainer.fault_injection.harness import compose_config, losses, tensor_file_crcs, train_in_process
 
 STEPS = (3, 6, 9)
 
@@ -104,7 +105,7 @@ def test_broken_newest_checkpoint_falls_back_to_previous(runs, data_cache_dir, t
     assert f"resumed from {step_dir(run, 6)} at step 6" in out, out
     full = losses(runs / "full")
     assert losses(run) == {s: full[s] for s in (7, 8, 9)}
-    assert ckpt.verify_checkpoint(newest, deep=True)["step"] == 9  # rewritten whole
+    assert ckpt.verify_checkpoint(newest, deep=True).step == 9  # rewritten whole
     assert tensor_file_crcs(newest) == tensor_file_crcs(step_dir(runs / "full", 9))
 
 
@@ -117,7 +118,7 @@ def test_incomplete_write_is_ignored_and_cleaned_up(runs, data_cache_dir, tmp_pa
     (partial / ckpt.MANIFEST).unlink()
     train_in_process(compose_config(data_cache_dir), run)
     assert f"resumed from {step_dir(run, 6)}" in capsys.readouterr().out
-    assert not partial.exists() and ckpt.find_resumable(run / "checkpoints") == step_dir(run, 9)
+    assert not partial.exists() and ckpt.find_resumable(run / "checkpoints").path == step_dir(run, 9)
 
 
 def test_all_checkpoints_broken_is_an_error_not_a_fresh_start(runs, tmp_path):
@@ -136,18 +137,18 @@ def fail_in_tensor_write(monkeypatch):
         Path(checkpoint_id, "__0_0.distcp").write_bytes(b"\0" * 1000)  # a partial tensor file
         raise OSError(28, "No space left on device (injected)")
 
-    monkeypatch.setattr(ckpt.dcp, "save", save)
+    monkeypatch.setattr(store.dcp, "save", save)
 
 
 def fail_in_final_rename(monkeypatch):
-    original = ckpt.os.rename
+    original = store.os.rename
 
     def rename(src, dst):
         if Path(src).name.startswith(ckpt.TMP_PREFIX):
             raise OSError(5, "Input/output error (injected)")
         return original(src, dst)
 
-    monkeypatch.setattr(ckpt.os, "rename", rename)
+    monkeypatch.setattr(store.os, "rename", rename)
 
 
 @pytest.mark.parametrize("inject", [fail_in_tensor_write, fail_in_final_rename])
@@ -165,9 +166,9 @@ def test_failed_write_leaves_last_good_checkpoint_intact(runs, data_cache_dir, t
         train_in_process(cfg, run)
     monkeypatch.undo()
     for step in STEPS:
-        assert ckpt.verify_checkpoint(step_dir(run, step), deep=True)["step"] == step
+        assert ckpt.verify_checkpoint(step_dir(run, step), deep=True).step == step
         assert tensor_file_crcs(step_dir(run, step)) == before[step]
-    assert ckpt.find_resumable(run / "checkpoints") == step_dir(run, 9)
+    assert ckpt.find_resumable(run / "checkpoints").path == step_dir(run, 9)
 
 
 # ----------------------------------------------------------------------------------- security
@@ -197,7 +198,7 @@ def test_dcp_index_that_would_run_code_is_refused(runs, tmp_path):
     model = GPT(GPTConfig(**json.loads((path / ckpt.TRAINER_STATE).read_text())["model"]))
     optimizer = torch.optim.AdamW(model.parameters())
     with pytest.raises(ckpt.CheckpointError, match="is not allowed in a checkpoint") as err:
-        ckpt.load_checkpoint(path, model, optimizer, DistContext())
+        ckpt.load_checkpoint(ckpt.verify_checkpoint(path), model, optimizer, DistContext())
     assert str(path) in str(err.value) and not marker.exists()
     pickle.loads((path / ckpt.DCP_METADATA).read_bytes())  # the payload is live: plain pickle runs it
     assert marker.exists()
@@ -226,4 +227,4 @@ def test_later_checkpoints_of_a_left_timeline_are_set_aside_not_resumed(runs, da
     assert tensor_file_crcs(step_dir(run, 6)) != old[6]  # the new run's, not the old one's
     for step in (6, 9):
         assert tensor_file_crcs(run / "checkpoints" / f"abandoned_step_{step:08d}") == old[step]
-    assert ckpt.find_resumable(run / "checkpoints") == step_dir(run, 6)
+    assert ckpt.find_resumable(run / "checkpoints").path == step_dir(run, 6)

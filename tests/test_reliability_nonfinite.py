@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import trainer.checkpoint as ckpt
-from tests.fault_injection import compose_config
+from trainer.fault_injection.harness import compose_config
 from trainer.config import build_config
 from trainer.distributed import DistContext
 from trainer.loop import Trainer
@@ -20,7 +20,6 @@ NAN_STEP = 4
 def trainer_with_nan_loss_at(cfg, run_dir, step: int) -> tuple[Trainer, dict]:
     """A Trainer whose training forward returns a NaN loss at ``step`` (1-based, as in metrics.jsonl).
     Also records the parameters and AdamW step count around that step."""
-    build_config(cfg)
     trainer = Trainer(build_config(cfg), DistContext(), run_dir)
     original, seen = trainer.forward, {"calls": 0}
 
@@ -52,7 +51,7 @@ def test_nan_loss_is_skipped_counted_and_leaves_parameters_untouched(prepared_em
     assert rows[NAN_STEP]["loss"] is None  # NaN is written as null (valid JSON)
     assert [rows[s]["skipped_steps"] for s in range(1, 7)] == [0, 0, 0, 1, 1, 1]
     for step in (3, 6):  # both checkpoints written, finite, and carry the count
-        state = ckpt.verify_checkpoint(tmp_path / "checkpoints" / ckpt.step_dir_name(step), deep=True)
+        state = ckpt.verify_checkpoint(tmp_path / "checkpoints" / ckpt.step_dir_name(step), deep=True).state
         assert state["skipped_steps"] == (step >= NAN_STEP)
 
 
@@ -68,7 +67,6 @@ def test_parameters_gone_nan_are_never_checkpointed(prepared_embedded, data_cach
     """An optimizer step that writes NaN into a weight at step 5: checkpoint 6 is refused, checkpoint 3
     stays the newest, and a resume picks it."""
     cfg = compose_config(data_cache_dir, "trainer.on_nonfinite=skip", max_steps=6)
-    build_config(cfg)
     trainer = Trainer(build_config(cfg), DistContext(), tmp_path)
     original = trainer.optimizer.step
 
@@ -84,4 +82,4 @@ def test_parameters_gone_nan_are_never_checkpointed(prepared_embedded, data_cach
     assert "step 6: parameters are not finite; checkpoint skipped" in capsys.readouterr().out
     assert summary["skipped_steps"] == 1  # step 6: the NaN weight makes the loss NaN
     assert [p.name for p in ckpt.list_complete(tmp_path / "checkpoints")] == ["step_00000003"]
-    assert ckpt.find_resumable(tmp_path / "checkpoints") == tmp_path / "checkpoints" / "step_00000003"
+    assert ckpt.find_resumable(tmp_path / "checkpoints").path == tmp_path / "checkpoints" / "step_00000003"

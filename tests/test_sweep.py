@@ -25,12 +25,9 @@ def multirun(sweep_dir: Path, data_cache_dir: Path, *overrides: str) -> subproce
 
 
 def load_compare_script():
-    import importlib.util
+    from trainer.analysis import compare_cli
 
-    spec = importlib.util.spec_from_file_location("compare_runs", ROOT / "scripts" / "compare_runs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return compare_cli
 
 
 def numbers_from_log(run_dir: Path) -> dict:

@@ -100,7 +100,7 @@ def test_checkpoint_from_another_model_shape_is_refused(prepared_embedded, data_
 
 @pytest.mark.parametrize("name", ["cosine", "linear", "wsd", "constant"])
 def test_schedules_warm_up_then_reach_their_end(name):
-    s = Schedule(name=name, max_steps=100, warmup_steps=10, min_lr_ratio=0.1, decay_fraction=0.2)
+    s = Schedule(name=name, max_steps=100, warmup_steps=10, min_lr_ratio=0.1, decay_fraction=0.2, decay_shape="linear")
     assert s.factor(0) == pytest.approx(0.1) and s.factor(9) == pytest.approx(1.0)
     end = s.factor(100)
     assert end == pytest.approx(1.0 if name == "constant" else 0.1)

@@ -210,8 +210,12 @@ SECTIONS = ("seed", "device", "run_name", "model", "optim", "data", "trainer", "
 
 def build_config(cfg: DictConfig, world_size: int = 1) -> TrainConfig:
     """The typed, validated tree of a composed config for a launch of ``world_size`` processes."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved.pop("hydra", None)
+    # key by key inside the whole config, so interpolations into the hydra node still resolve
+    resolved = {
+        key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+        for key in cfg
+        if key != "hydra"
+    }
     unknown = sorted(set(resolved) - set(SECTIONS) - set(FREE_KEYS))
     if unknown:
         raise ConfigError(f"'{unknown[0]}' is not a top-level config key (known: {', '.join(SECTIONS)})")

@@ -284,7 +284,7 @@ class Trainer:
         if ctx.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             if t.plot and (self.run_dir / "metrics.jsonl").exists():
-                from trainer.plotting import plot_loss_curves
+                from trainer.analysis.plotting import plot_loss_curves
 
                 plot_loss_curves([self.run_dir], self.run_dir / "loss_curve.png")
         return summary

@@ -75,13 +75,8 @@ def validate_job(cfg: DictConfig) -> dict[str, Any]:
     from trainer.config import build_config
 
     check_lr_sweep(cfg)
-    build_config(cfg, 1)
-    # Resolved key by key inside the whole config, so interpolations into the hydra node still work.
-    return {
-        key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
-        for key in cfg
-        if key not in ("hydra", "lr_sweep")
-    }
+    resolved = build_config(cfg, 1).resolved
+    return {key: value for key, value in resolved.items() if key != "lr_sweep"}
 
 
 def check_sweep(config: DictConfig) -> int:

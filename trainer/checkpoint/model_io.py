@@ -73,13 +73,13 @@ def gpt_config_from_state(state: Mapping[str, Any], path: Path) -> GPTConfig:
     return GPTConfig(**{k: model[k] for k in GPT_CONFIG_KEYS if k in model})
 
 
-def read_model_checkpoint(path: str | Path, log=print) -> tuple[GPTConfig, dict[str, torch.Tensor], dict]:
+def read_model_checkpoint(path: str | Path | VerifiedCheckpoint, log=print) -> tuple[GPTConfig, dict[str, torch.Tensor], dict]:
     """(model config, full CPU state dict in models.gpt2 names, trainer state) of a checkpoint.
 
     ``path`` may be a checkpoint or a run directory (see ``resolve_checkpoint``). The checkpoint is
     verified against its manifest first. The tied ``lm_head.weight`` is returned only if stored.
     """
-    checkpoint = resolve_checkpoint(path, log=log)
+    checkpoint = path if isinstance(path, VerifiedCheckpoint) else resolve_checkpoint(path, log=log)
     path, state = checkpoint.path, checkpoint.state
     config = gpt_config_from_state(state, path)
     reader = SafeFileSystemReader(path)  # unpickles only DCP metadata classes

@@ -115,7 +115,7 @@ def _save(fig: Figure, ax, out_png: str | Path) -> Path:
 
 
 def plot_best_val_curves(best_runs: Sequence, out_png: str | Path) -> Path:
-    """Val loss against tokens, one curve per optimizer at its best lr (trainer.compare.RunSummary)."""
+    """Val loss against tokens, one curve per optimizer at its best lr (trainer.analysis.compare.RunSummary)."""
     if not best_runs:
         raise ValueError("no run with a finite final val loss to plot")
     fig, ax = _new_axes()

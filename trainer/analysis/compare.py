@@ -26,7 +26,7 @@ from typing import Iterable
 
 from omegaconf import OmegaConf
 
-from trainer.plotting import METRICS_FILE, read_metrics
+from trainer.analysis.plotting import METRICS_FILE, read_metrics
 
 CONFIG_FILE = "config.yaml"
 SKIP_DIRS = {".hydra", "checkpoints", "wandb", ".submitit"}

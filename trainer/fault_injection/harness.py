@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (configs/, train.py)
 
 # Tiny, deterministic (fp32 CPU), one metrics row per step; TrainJob adds the step counts.
 BASE_OVERRIDES = (
@@ -46,7 +46,6 @@ def train_in_process(cfg, run_dir: Path) -> dict:
     from trainer.distributed import DistContext
     from trainer.loop import Trainer
 
-    build_config(cfg)
     return Trainer(build_config(cfg), DistContext(), Path(run_dir)).fit()
 
 
