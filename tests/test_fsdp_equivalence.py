@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-from omegaconf import OmegaConf
 
 from models.gpt2 import GPT, GPTConfig
 from optim.orthogonalize.from_mesh import shard_group

@@ -17,7 +17,7 @@ from data.tokenizer import gpt2_encoding
 from trainer.checkpoint.model_io import load_gpt, read_model_checkpoint, write_model_checkpoint
 from models.generate import generate
 from models.gpt2 import GPT, GPTConfig
-from models.hf import NotGPT2Error
+
 from trainer.checkpoint import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]

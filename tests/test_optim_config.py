@@ -16,7 +16,6 @@ from optim.build import param_groups as typed_param_groups
 from optim.config import compose_optim_node, load_optim_config, optim_config
 from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
 from optim.rules.muon import MuonRule
-from optim.rules.base import MomentumHParams
 
 ROOT = Path(__file__).resolve().parents[1]
 MATRIX_OPTIMIZERS = ["muon", "namo", "namo_d", "adago", "normuon"]

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from trainer.checkpoint import CheckpointError
@@ -35,7 +36,6 @@ def make_cfg(data_cache_dir, *overrides):
 
 
 def run(cfg, run_dir) -> list[dict]:
-    build_config(cfg)
     Trainer(build_config(cfg), DistContext(), run_dir).fit()
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
@@ -65,6 +65,32 @@ def test_loss_falls_on_embedded_corpus(prepared_embedded, data_cache_dir, tmp_pa
     assert sum(losses[s] for s in range(26, 31)) / 5 < losses[1] - 2.0
     val = [r["val_loss"] for r in rows if "val_loss" in r]
     assert val and val[-1] < losses[1] - 2.0
+
+
+def test_first_evaluation_is_at_initialization_and_not_repeated_on_resume(prepared_embedded, data_cache_dir,
+                                                                         tmp_path):
+    base = ["trainer.max_steps=4", "trainer.eval_every=2", "trainer.checkpoint_every=2"]
+    rows = run(make_cfg(data_cache_dir, *base), tmp_path / "fresh")
+    assert rows[0]["step"] == 0 and rows[0]["tokens"] == 0 and "loss" not in rows[0]
+    assert [r["step"] for r in rows if "val_loss" in r] == [0, 2, 4]
+    assert abs(rows[0]["val_loss"] - math.log(50257)) < 0.5  # the untrained model's loss
+    ckpt = tmp_path / "fresh" / "checkpoints" / "step_00000002"
+    resumed = run(make_cfg(data_cache_dir, *base, f"trainer.resume={ckpt}"), tmp_path / "resumed")
+    assert [r["step"] for r in resumed if "val_loss" in r] == [4]
+
+
+def test_mfu_denominator_is_configured_or_a_best_of_spaced_samples(monkeypatch):
+    from trainer import mfu
+
+    assert mfu.mfu_denominator(989.0, torch.device("cuda")) == (989.0, "trainer.peak_tflops")
+    assert mfu.mfu_denominator(None, torch.device("cuda"))[0] is None
+    timings = iter([10.0, 10.0 + 4.0, 20.0, 20.0 + 1.0, 30.0, 30.0 + 2.0])  # start/stop pairs: 4 s, 1 s, 2 s
+    monkeypatch.setattr(mfu.time, "perf_counter", lambda: next(timings))
+    slept = []
+    monkeypatch.setattr(mfu.time, "sleep", slept.append)
+    rate = mfu.measure_matmul_tflops(torch.device("cpu"), n=8, repeats=1, samples=3, spacing_s=0.5)
+    assert rate == 2 * 8**3 / 1.0 / 1e12  # the fastest sample: a busy moment does not set the rate
+    assert slept == [0.5, 0.5]
 
 
 def test_grad_accumulation_steps_optimizer_once_per_global_step(prepared_embedded, data_cache_dir, tmp_path):

@@ -33,9 +33,9 @@ from optim.hparams import check_positive
 from optim.rules.base import (
     MatrixContext,
     MatrixRule,
-    MatrixStats,
     MomentumHParams,
     nesterov_momentum_,
+    StepSizeStats,
     statistic_dtype,
     stats_mean,
 )
@@ -70,12 +70,7 @@ def adago_apply_(param: torch.Tensor, ortho: torch.Tensor, alpha: torch.Tensor, 
     return ortho.square().sum() * step.square()
 
 
-@dataclass
-class AdaGOStats(MatrixStats):
-    alpha: torch.Tensor  # the matrix's step size this step
-
-
-class AdaGORule(MatrixRule[AdaGOHParams, torch.Tensor, AdaGOStats]):
+class AdaGORule(MatrixRule[AdaGOHParams, torch.Tensor, StepSizeStats]):
     """Carry: the step size alpha (0-d tensor), from the gradient norm before NS."""
 
     name = "adago"
@@ -90,8 +85,8 @@ class AdaGORule(MatrixRule[AdaGOHParams, torch.Tensor, AdaGOStats]):
         alpha = adago_step_size_(state["accumulator"], grad_sq, ctx.lr, self.hp.gamma, self.hp.eps)
         return nesterov_momentum_(state["momentum_buffer"], grad, self.hp.momentum, self.hp.nesterov), alpha
 
-    def after_orthogonalize(self, state, param, ortho, alpha: torch.Tensor, ctx: MatrixContext) -> AdaGOStats:
-        return AdaGOStats(update_sq=adago_apply_(param, ortho, alpha, ctx.weight_decay, self.scale(ctx)), alpha=alpha)
+    def after_orthogonalize(self, state, param, ortho, alpha: torch.Tensor, ctx: MatrixContext) -> StepSizeStats:
+        return StepSizeStats(update_sq=adago_apply_(param, ortho, alpha, ctx.weight_decay, self.scale(ctx)), alpha=alpha)
 
-    def summarize(self, stats: list[AdaGOStats], reduce_max) -> dict[str, float]:
+    def summarize(self, stats: list[StepSizeStats], reduce_max) -> dict[str, float]:
         return {"adago/alpha_mean": stats_mean(stats, "alpha")} if stats else {}

@@ -87,6 +87,13 @@ class MatrixStats:
 
 
 @dataclass
+class StepSizeStats(MatrixStats):
+    """Stats of rules with one adaptive step size per matrix (NAMO, AdaGO): ``alpha`` this step."""
+
+    alpha: torch.Tensor
+
+
+@dataclass
 class MomentumHParams:
     """Hyper-parameters every rule shares; field names are the ``optim.matrix`` keys. No defaults
     here: they live in configs/optim/<name>.yaml (the authors' values)."""

@@ -25,9 +25,9 @@ from optim.hparams import check_beta, check_positive
 from optim.rules.base import (
     MatrixContext,
     MatrixRule,
-    MatrixStats,
     MomentumHParams,
     nesterov_momentum_,
+    StepSizeStats,
     statistic_dtype,
     stats_mean,
 )
@@ -65,12 +65,7 @@ def namo_apply_(param: torch.Tensor, ortho: torch.Tensor, alpha: torch.Tensor, w
     return ortho.square().sum() * step.square()
 
 
-@dataclass
-class NAMOStats(MatrixStats):
-    alpha: torch.Tensor  # the matrix's step size this step
-
-
-class NAMORule(MatrixRule[NAMOHParams, torch.Tensor, NAMOStats]):
+class NAMORule(MatrixRule[NAMOHParams, torch.Tensor, StepSizeStats]):
     """Carry: the step size alpha (0-d tensor), computed before NS from the reduced norms."""
 
     name = "namo"
@@ -89,8 +84,8 @@ class NAMORule(MatrixRule[NAMOHParams, torch.Tensor, NAMOStats]):
         alpha = namo_step_size_(state["second_moment"], grad_sq, u_sq, base, self.hp.mu2, self.hp.eps)
         return update, alpha
 
-    def after_orthogonalize(self, state, param, ortho, alpha: torch.Tensor, ctx: MatrixContext) -> NAMOStats:
-        return NAMOStats(update_sq=namo_apply_(param, ortho, alpha, ctx.weight_decay, self.scale(ctx)), alpha=alpha)
+    def after_orthogonalize(self, state, param, ortho, alpha: torch.Tensor, ctx: MatrixContext) -> StepSizeStats:
+        return StepSizeStats(update_sq=namo_apply_(param, ortho, alpha, ctx.weight_decay, self.scale(ctx)), alpha=alpha)
 
-    def summarize(self, stats: list[NAMOStats], reduce_max) -> dict[str, float]:
+    def summarize(self, stats: list[StepSizeStats], reduce_max) -> dict[str, float]:
         return {"namo/alpha_mean": stats_mean(stats, "alpha")} if stats else {}

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
 
