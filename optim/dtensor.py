@@ -28,3 +28,8 @@ def rows_like(param: torch.Tensor) -> torch.Tensor:
     return DTensor.from_local(
         block, param.device_mesh, param.placements, run_check=False, shape=(param.shape[0], 1), stride=(1, 1)
     )
+
+
+def full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a DTensor (a collective: every rank calls it), or the tensor itself."""
+    return t.full_tensor() if is_dtensor(t) else t

@@ -21,7 +21,8 @@ import optim
 from data.loader import TokenLoader
 from data.prepare import prepare_dataset
 from models.gpt2 import GPT, flops_per_token
-from optim.dtensor import local
+from optim.dtensor import full, local
+from optim.dtypes import resolve_dtype
 from trainer import checkpoint as ckpt
 from trainer.config import TrainConfig, resolved_yaml
 from trainer.distributed import DistContext
@@ -54,9 +55,9 @@ class Trainer:
         for group in self.optimizer.param_groups:  # the schedule scales these; set before any resume
             group["initial_lr"] = group["lr"]
         self.schedule = cfg.schedule
-        use_bf16 = t.compute_dtype == "bfloat16" or (t.compute_dtype == "auto" and self.device.type == "cuda")
+        autocast_dtype = resolve_dtype(t.compute_dtype, self.device, "trainer.compute_dtype")
         self.autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+            torch.autocast(self.device.type, dtype=autocast_dtype) if autocast_dtype != torch.float32 else nullcontext()
         )
 
         prepared = prepare_dataset(cfg.data)
@@ -155,9 +156,7 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), clip if clip > 0 else math.inf, foreach=True
         )
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
-        grad_norm = float(grad_norm)
+        grad_norm = float(full(grad_norm))
         if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
             if self.cfg.trainer.on_nonfinite == "stop":
                 raise FloatingPointError(

@@ -16,15 +16,18 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from trainer.config import LoggingConfig
 
 WANDB_MODES = ("online", "offline", "disabled")
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: Path, logging_cfg: Any, config_dict: dict, total_steps: int,
+    def __init__(self, run_dir: Path, logging_cfg: LoggingConfig, config_dict: dict, total_steps: int,
                  start_step: int, enabled: bool = True) -> None:
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
