@@ -47,9 +47,10 @@ def build_from_groups(groups: list[dict[str, Any]], config: OptimConfig, mesh: A
     if entry.rule is None:
         return build_adamw(groups, config.adamw)
     device = groups[0]["params"][0].device if groups else torch.device("cpu")
+    rule = entry.rule(config.rule)
+    transform = rule.transform(config.orthogonalize, device)
     return OrthogonalizedOptimizer(
-        groups, entry.rule(config.rule), adamw=config.adamw,
-        distribution=build_distribution(config.orthogonalize, device, mesh),
+        groups, rule, adamw=config.adamw, distribution=build_distribution(config.orthogonalize, device, mesh, transform),
     )
 
 

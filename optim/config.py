@@ -14,6 +14,7 @@ key and range, so a bad value fails before any process group, data or model work
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from optim.dtypes import check_dtype_name
 from optim.hparams import check_betas, check_in, check_int_at_least, check_nonnegative, check_positive, from_mapping
 from optim.orthogonalize.newton_schulz import METHODS
 from optim.registry import registry_entry
-from optim.rules.base import MomentumHParams
+from optim.rules.base import RuleHParams
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 DISTRIBUTED_MODES = ("sharded", "replicated")
@@ -73,7 +74,7 @@ class OptimConfig:
     name: str
     groups: dict[str, GroupHParams]  # role (matrix, embedding, vector) -> lr, weight decay
     adamw: AdamWHParams
-    rule: MomentumHParams | None  # the rule's hyper-parameters; None for plain AdamW
+    rule: RuleHParams | None  # the rule's hyper-parameters; None for plain AdamW
     orthogonalize: OrthogonalizeConfig | None  # None for plain AdamW
 
 
@@ -99,9 +100,10 @@ def optim_config(node: Mapping[str, Any]) -> OptimConfig:
         check_positive(f"optim.{role}.lr", group.lr)
         check_nonnegative(f"optim.{role}.weight_decay", group.weight_decay)
     adamw = from_mapping(AdamWHParams, node["adamw"], "optim.adamw")
+    # a recipe spanning optimizers sets a rule key to null where that rule has no such key
+    rule_keys = {f.name for f in dataclasses.fields(entry.hparams)} if entry.hparams else set()
+    matrix = {k: v for k, v in matrix.items() if v is not None or k in rule_keys}
     if entry.rule is None:
-        # a recipe spanning optimizers sets rule keys to null where they do not apply (AdamW)
-        matrix = {k: v for k, v in matrix.items() if v is not None}
         if matrix:
             raise ValueError(f"optim.matrix.{sorted(matrix)[0]} is not a key of '{name}' (it takes lr, weight_decay)")
         return OptimConfig(name=name, groups=groups, adamw=adamw, rule=None, orthogonalize=None)

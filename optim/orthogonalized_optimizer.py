@@ -56,6 +56,11 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
             raise ValueError("OrthogonalizedOptimizer: embedding/vector groups need adamw=AdamWHParams(betas, eps)")
         self.adamw_betas = tuple(adamw.betas) if adamw else None
         self.adamw_eps = float(adamw.eps) if adamw else None
+        if distribution is None and rule.uses_transform and type(rule).transform is not MatrixRule.transform:
+            raise ValueError(
+                f"'{rule.name}' has its own whole-matrix transform: pass distribution=MatrixDistribution("
+                f"LocalOrthogonalizer(transform=rule.transform(orthogonalize_config, device))) or use build_optimizer"
+            )
         distribution = distribution or MatrixDistribution()
         self.orthogonalizer = distribution.orthogonalizer
         self.reduce_sum = distribution.reduce_sum
@@ -141,7 +146,7 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
                 work.append((gi, local(p), local_state, carry, ctx))
         if not work:
             return
-        orthos = self.orthogonalizer.orthogonalize_all(blocks, shapes)
+        orthos = self.orthogonalizer.orthogonalize_all(blocks, shapes) if self.rule.uses_transform else blocks
         self._last_stats = [
             (gi, self.rule.after_orthogonalize(state, param, ortho, carry, ctx))
             for (gi, param, state, carry, ctx), ortho in zip(work, orthos)

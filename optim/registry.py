@@ -12,17 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from optim.rules.adago import AdaGOHParams, AdaGORule
-from optim.rules.base import MatrixRule, MomentumHParams
+from optim.rules.auon import AuONHParams, AuONRule
+from optim.rules.base import MatrixRule, MomentumHParams, RuleHParams
 from optim.rules.muon import MuonRule
 from optim.rules.namo import NAMOHParams, NAMORule
 from optim.rules.namo_d import NAMODHParams, NAMODRule
 from optim.rules.normuon import NorMuonHParams, NorMuonRule
+from optim.rules.spectral import SpectralAdamHParams, SpectralAdamRule, SpectralMomentumHParams, SpectralMomentumRule
 
 
 @dataclass(frozen=True)
 class RegistryEntry:
     rule: type[MatrixRule] | None  # None: torch.optim.AdamW for every parameter
-    hparams: type[MomentumHParams] | None
+    hparams: type[RuleHParams] | None
 
 
 OPTIMIZERS: dict[str, RegistryEntry] = {
@@ -32,6 +34,9 @@ OPTIMIZERS: dict[str, RegistryEntry] = {
     "namo_d":  RegistryEntry(rule=NAMODRule,   hparams=NAMODHParams),    # arXiv 2602.17080
     "adago":   RegistryEntry(rule=AdaGORule,   hparams=AdaGOHParams),    # arXiv 2509.02981
     "normuon": RegistryEntry(rule=NorMuonRule, hparams=NorMuonHParams),  # arXiv 2510.05491
+    "spectral_msgd": RegistryEntry(rule=SpectralMomentumRule, hparams=SpectralMomentumHParams),  # arXiv 2602.04669
+    "spectral_adam": RegistryEntry(rule=SpectralAdamRule, hparams=SpectralAdamHParams),  # arXiv 2602.04669
+    "auon":    RegistryEntry(rule=AuONRule,    hparams=AuONHParams),     # arXiv 2509.24320
 }
 
 

@@ -16,18 +16,27 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+from omegaconf import OmegaConf
 
 from models.gpt2 import GPT, GPTConfig
 from optim.orthogonalize.from_mesh import shard_group
 from optim.dtensor import is_dtensor
 from optim.build import build_from_groups, param_groups
 from optim.config import compose_optim_node, optim_config
+from optim.rules.base import identity_reduce
 from optim.orthogonalize.exchange import assign_owners, flops_per_rank
 from tests.spawn_ranks import run_ranks
 from trainer.parallelize import shard_units
 
 ROOT = Path(__file__).resolve().parents[1]
-OPTIMIZERS = ("adamw", "muon", "namo", "namo_d", "adago", "normuon")
+# every registered optimizer, plus named variants ("<name>+<variant>": the optim.matrix keys below)
+OPTIMIZERS = ("adamw", "muon", "namo", "namo_d", "adago", "normuon", "spectral_msgd", "spectral_adam", "auon",
+              "spectral_msgd+p0", "spectral_adam+p0.25", "auon+hybrid", "auon+paper2025")
+# p0: 5 quintic steps, not the authors' 15: 15 steps of the non-convergent quintic amplify rounding
+# (~1e-7) to ~1e-2 after 3 steps even in ONE process when only the summation order changes
+VARIANTS = {"p0": {"power": 0.0, "lr": 0.007, "orthogonalize.steps": 5}, "p0.25": {"power": 0.25, "lr": 0.02},  # the authors' lr per p
+            "hybrid": {"variant": "hybrid"},
+            "paper2025": {"variant": "paper2025", "gamma": 1.0}}
 # bias=False: the key bias of attention gets an exactly-zero gradient in exact arithmetic (softmax is
 # shift invariant), so in floating point it is pure rounding noise that AdamW's g / (|g| + eps) turns
 # into O(lr) steps of arbitrary sign: ill-conditioned in ANY split of the batch, not a sharding error.
@@ -45,9 +54,13 @@ class ThreeMatrices(nn.Module):
         return self.c(torch.tanh(self.b(torch.tanh(self.a(x)))))
 
 
-# variants: sharded (default), replicated, bf16_comm (sharded, exchange in bf16), hsdp (2 x W/2 mesh)
+# variants: sharded (default), replicated, bf16_comm (sharded, exchange in bf16), hsdp (2 x W/2 mesh),
+# no_reduce (a mutation: statistics that span rows are not reduced; must break the equality)
 def optim_cfg(name: str, variant: str = "sharded"):
+    name, _, rule_variant = name.partition("+")
     cfg = compose_optim_node(name)
+    for key, value in VARIANTS.get(rule_variant, {}).items():
+        OmegaConf.update(cfg, key if "." in key else f"matrix.{key}", value)
     if name != "adamw":
         cfg.matrix.weight_decay = 0.1  # exercise decoupled weight decay on shards too
         cfg.orthogonalize.distributed = "replicated" if variant == "replicated" else "sharded"
@@ -72,7 +85,10 @@ def build(kind: str, name: str, mesh, variant: str = "sharded"):
             {"params": [named["a.bias"], named["b.bias"]], "param_names": ["a.bias", "b.bias"], "role": "vector",
              "lr": float(cfg.vector.lr), "weight_decay": float(cfg.vector.weight_decay)},
         ]
-    return model, build_from_groups(groups, optim_config(cfg), mesh)
+    optimizer = build_from_groups(groups, optim_config(cfg), mesh)
+    if variant == "no_reduce":
+        optimizer.reduce_sum = identity_reduce
+    return model, optimizer
 
 
 def batches(kind: str):
@@ -147,7 +163,7 @@ def test_all_optimizers_match_one_process_at_w2(world_size):
 
 
 def test_muon_and_namo_d_match_one_process_at_w4_sharded_replicated_and_hsdp():
-    cases = [(kind, name, mode) for name in ("muon", "namo_d") for kind in ("gpt", "mlp")
+    cases = [(kind, name, mode) for name in ("muon", "namo_d", "spectral_adam", "auon+hybrid") for kind in ("gpt", "mlp")
              for mode in ("sharded", "replicated", "hsdp")]
     ranks = run_ranks(distributed_worker, 4, cases + [("gpt", "muon", "bf16_comm")])
     for case in cases:
@@ -163,6 +179,16 @@ def test_muon_and_namo_d_match_one_process_at_w4_sharded_replicated_and_hsdp():
     sharded = [r[("gpt", "muon", "sharded")][1]["ns_flops"] for r in ranks]
     replicated = [r[("gpt", "muon", "replicated")][1]["ns_flops"] for r in ranks]
     assert sum(sharded) == total and replicated == [total] * 4
+
+
+def test_removing_a_row_spanning_reduction_breaks_the_equality():
+    """The equality above is not vacuous: without the all-reduce of NAMO's norms or AuON's two
+    scalars, two ranks compute something else."""
+    cases = [("gpt", name, "no_reduce") for name in ("namo", "auon", "auon+hybrid")]
+    ranks = run_ranks(distributed_worker, 2, cases)
+    for case in cases:
+        with pytest.raises(AssertionError, match="differs by"):
+            check_equal(case, train(*case[:2]), ranks)
 
 
 # ---- owner assignment: pure, no processes ---------------------------------------------------------

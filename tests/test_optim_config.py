@@ -18,7 +18,7 @@ from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
 from optim.rules.muon import MuonRule
 
 ROOT = Path(__file__).resolve().parents[1]
-MATRIX_OPTIMIZERS = ["muon", "namo", "namo_d", "adago", "normuon"]
+MATRIX_OPTIMIZERS = ["muon", "namo", "namo_d", "adago", "normuon", "spectral_msgd", "spectral_adam", "auon"]
 
 
 def cfg_of(name: str):
@@ -39,7 +39,8 @@ def test_every_config_builds_its_registered_optimizer(model):
     assert set(MATRIX_OPTIMIZERS + ["adamw"]) <= set(known_optimizers())
     for name in MATRIX_OPTIMIZERS:
         cfg = cfg_of(name)
-        assert cfg.name == name and cfg.matrix.shape_scaling in ("original", "match_rms_adamw")
+        assert cfg.name == name
+        assert cfg.matrix.get("shape_scaling", "original") in ("original", "match_rms_adamw")
         opt = build_optimizer(model, cfg)
         assert isinstance(opt, OrthogonalizedOptimizer) and opt.rule.name == name
 
@@ -48,7 +49,8 @@ def test_authors_shape_scaling_defaults():
     expected = {"muon": "original", "normuon": "original", "adago": "original",
                 "namo": "match_rms_adamw", "namo_d": "match_rms_adamw"}
     assert {n: cfg_of(n).matrix.shape_scaling for n in expected} == expected
-    assert all(cfg_of(n).matrix.nesterov for n in MATRIX_OPTIMIZERS)
+    assert all(cfg_of(n).matrix.nesterov for n in expected)
+    assert not cfg_of("spectral_msgd").matrix.nesterov  # BeyondMuon: plain torch-SGD momentum
 
 
 BAD = [  # (optimizer, dotted key, bad value, key named in the error)
@@ -70,6 +72,13 @@ BAD = [  # (optimizer, dotted key, bad value, key named in the error)
     ("namo_d", "matrix.clamp_c", 1.5, "optim.matrix.clamp_c"),
     ("adago", "matrix.gamma", 0.0, "optim.matrix.gamma"),
     ("adago", "matrix.v0", 0.0, "optim.matrix.v0"),
+    ("spectral_msgd", "matrix.power", 0.75, "optim.matrix.power"),
+    ("spectral_adam", "matrix.power", -1.0, "optim.matrix.power"),
+    ("spectral_adam", "matrix.eps", -1e-8, "optim.matrix.eps"),
+    ("spectral_msgd", "matrix.ridge_eps", -1.0, "optim.matrix.ridge_eps"),
+    ("spectral_msgd", "matrix.input", "adam", "optim.matrix.input"),
+    ("auon", "matrix.variant", "v2", "optim.matrix.variant"),
+    ("auon", "matrix.gamma", 0.0, "optim.matrix.gamma"),
 ]
 
 

@@ -15,6 +15,8 @@ from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
 from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
 from optim.config import load_optim_config
+from optim.orthogonalize.from_mesh import MatrixDistribution
+from optim.orthogonalize.local import LocalOrthogonalizer
 from optim.registry import OPTIMIZERS
 
 RULES = sorted(n for n, entry in OPTIMIZERS.items() if entry.rule is not None)
@@ -39,13 +41,17 @@ def test_dtensor_params_equal_plain_params(mesh, name):
     grads = [[torch.randn(*s, generator=g) for s in SHAPES] for _ in range(3)]
     plain = [torch.nn.Parameter(x.clone()) for x in init]
     sharded = [torch.nn.Parameter(distribute_tensor(x.clone(), mesh, [Shard(0)])) for x in init]
-    rule_cls, hparams = OPTIMIZERS[name].rule, load_optim_config(name).rule
+    config = load_optim_config(name)
+    rule_cls, hparams = OPTIMIZERS[name].rule, config.rule
     opts = []
     for params in (plain, sharded):
         group = {"params": params, "param_names": ["a", "b"], "role": "matrix", "lr": 0.02, "weight_decay": 0.1}
-        opts.append(OrthogonalizedOptimizer([group], rule_cls(hparams)))
+        rule = rule_cls(hparams)
+        local = LocalOrthogonalizer(transform=rule.transform(config.orthogonalize, torch.device("cpu")))
+        opts.append(OrthogonalizedOptimizer([group], rule, distribution=MatrixDistribution(local)))
     state = opts[1].state[sharded[0]]
-    assert isinstance(state["momentum_buffer"], DTensor) and state["momentum_buffer"].placements == (Shard(0),)
+    param_shaped = [v for k, v in state.items() if k != "step" and v.shape == sharded[0].shape]
+    assert param_shaped and all(isinstance(v, DTensor) and v.placements == (Shard(0),) for v in param_shaped)
     if name == "normuon":
         assert isinstance(state["second_moment"], DTensor) and state["second_moment"].shape == (16, 1)
     for step_grads in grads:

@@ -250,3 +250,21 @@ def test_same_size_corruption_of_tensor_data_falls_back_to_previous_checkpoint(p
     assert any("step_00000004" in line and "CRC32" in line for line in lines), lines
     with pytest.raises(CheckpointError, match="CRC32"):
         Trainer(build_config(make_cfg(data_cache_dir, *base, f"trainer.resume={tensor_file.parent}")), DistContext(), run_dir).maybe_resume(print)
+
+
+def test_resume_verifies_the_checkpoint_once(prepared_embedded, data_cache_dir, tmp_path, monkeypatch):
+    """Every file of the resumed checkpoint is hashed exactly once (manifest check + tensor CRCs), and
+    the loader takes the verified handle without checking again."""
+    from trainer.checkpoint import manifest
+
+    base = ["trainer.max_steps=4", "trainer.eval_every=0", "trainer.checkpoint_every=2"]
+    run_dir = tmp_path / "run"
+    run(make_cfg(data_cache_dir, *base, "trainer.max_steps=2", "schedule.warmup_steps=1"), run_dir)
+    resumed = run_dir / "checkpoints" / "step_00000002"
+    hashed = []
+    original = manifest.file_crc32
+    monkeypatch.setattr(manifest, "file_crc32", lambda path, *a: (hashed.append(Path(path)), original(path, *a))[1])
+    rows = run(make_cfg(data_cache_dir, *base, "schedule.warmup_steps=1", "trainer.resume=auto"), run_dir)
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
+    files = sorted(p for p in resumed.iterdir() if p.name != "MANIFEST.json")
+    assert sorted(p for p in hashed if p.parent == resumed) == files  # each once, the tensor files included

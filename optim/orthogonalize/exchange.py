@@ -38,13 +38,15 @@ def row_split(rows: int, world_size: int) -> list[int]:
     return [max(0, min(chunk, rows - r * chunk)) for r in range(world_size)]
 
 
-def assign_owners(full_shapes: list[tuple[int, int]], world_size: int, steps: int = 5) -> list[int]:
-    """Owner rank of each matrix, balancing NS FLOPs: longest-processing-time-first greedy.
+def assign_owners(full_shapes: list[tuple[int, int]], world_size: int, cost_fn=None) -> list[int]:
+    """Owner rank of each matrix, balancing the transform's FLOPs (``cost_fn(rows, cols)``; default
+    5-step Newton-Schulz): longest-processing-time-first greedy.
 
     Deterministic (ties go to the lower index / lower rank), so every rank computes the same plan.
     Max load <= total / W + the largest single matrix (and <= 4/3 of the optimum).
     """
-    cost = [newton_schulz_flops(r, c, steps) for r, c in full_shapes]
+    cost_fn = cost_fn or (lambda r, c: newton_schulz_flops(r, c, 5))
+    cost = [cost_fn(r, c) for r, c in full_shapes]
     order = sorted(range(len(full_shapes)), key=lambda i: (-cost[i], i))
     load = [0] * world_size
     owners = [0] * len(full_shapes)
@@ -55,10 +57,11 @@ def assign_owners(full_shapes: list[tuple[int, int]], world_size: int, steps: in
     return owners
 
 
-def flops_per_rank(full_shapes: list[tuple[int, int]], owners: list[int], world_size: int, steps: int = 5) -> list[int]:
+def flops_per_rank(full_shapes: list[tuple[int, int]], owners: list[int], world_size: int, cost_fn=None) -> list[int]:
+    cost_fn = cost_fn or (lambda r, c: newton_schulz_flops(r, c, 5))
     load = [0] * world_size
     for (r, c), owner in zip(full_shapes, owners):
-        load[owner] += newton_schulz_flops(r, c, steps)
+        load[owner] += cost_fn(r, c)
     return load
 
 
@@ -75,7 +78,7 @@ class _Exchange:
     """Shared by both distributed orthogonalizers: group, rank, split checks, one all_to_all."""
 
     def __init__(self, local: LocalOrthogonalizer, group: dist.ProcessGroup | None, comm_dtype: torch.dtype):
-        self.local = local  # the NS itself (steps, coefficients, compute dtype, method)
+        self.local = local  # the transform itself (Newton-Schulz, a spectral power, ...)
         self.group = group
         self.world_size = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
@@ -122,7 +125,7 @@ class _Exchange:
     def _orthogonalize_whole(self, matrices: dict[int, torch.Tensor], full_shapes) -> dict[int, torch.Tensor]:
         """NS of whole matrices, batched by shape (LocalOrthogonalizer does the stacking)."""
         ids = sorted(matrices)
-        self.ns_flops += sum(newton_schulz_flops(*full_shapes[i], self.local.steps) for i in ids)
+        self.ns_flops += sum(self.local.flops(*full_shapes[i]) for i in ids)
         results = self.local.orthogonalize_all([matrices[i] for i in ids], [full_shapes[i] for i in ids])
         return dict(zip(ids, results))
 
@@ -138,7 +141,7 @@ class ShardedOrthogonalizer(_Exchange):
     def plan(self, full_shapes: list[tuple[int, int]]) -> list[int]:
         key = tuple(map(tuple, full_shapes))
         if key != self._plan_key:  # the same matrices every step: computed once
-            self.owners = assign_owners(list(key), self.world_size, self.local.steps)
+            self.owners = assign_owners(list(key), self.world_size, self.local.flops)
             self._plan_key = key
         return self.owners
 

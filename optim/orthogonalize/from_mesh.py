@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from optim.dtypes import resolve_dtype
 from optim.orthogonalize.exchange import ReplicatedOrthogonalizer, ShardedOrthogonalizer
-from optim.orthogonalize.local import LocalOrthogonalizer, Orthogonalizer
+from optim.orthogonalize.local import LocalOrthogonalizer, MatrixTransform, Orthogonalizer, newton_schulz_from_config
 from optim.rules.base import ReduceFn, identity_reduce
 
 if TYPE_CHECKING:
@@ -60,14 +60,12 @@ def _all_reduce(op: dist.ReduceOp, group: dist.ProcessGroup) -> ReduceFn:
     return reduce
 
 
-def build_distribution(config: OrthogonalizeConfig, device: torch.device, mesh: Any = None) -> MatrixDistribution:
-    """The orthogonalizer and reductions for ``optim.orthogonalize`` on ``mesh``."""
-    local = LocalOrthogonalizer(
-        steps=config.steps,
-        coefficients=config.coefficients,
-        compute_dtype=resolve_dtype(config.compute_dtype, device, "optim.orthogonalize.compute_dtype"),
-        method=config.method,
-    )
+def build_distribution(
+    config: OrthogonalizeConfig, device: torch.device, mesh: Any = None, transform: MatrixTransform | None = None
+) -> MatrixDistribution:
+    """The orthogonalizer and reductions for ``optim.orthogonalize`` on ``mesh``. ``transform``: the
+    rule's whole-matrix transform (default: the configured Newton-Schulz)."""
+    local = LocalOrthogonalizer(transform=transform or newton_schulz_from_config(config, device))
     group = shard_group(mesh)
     if group is None:
         return MatrixDistribution(orthogonalizer=local)

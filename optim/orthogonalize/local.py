@@ -1,14 +1,18 @@
-"""Orthogonalizers: run NS on every matrix of a step at once, between the rules' two phases.
+"""Orthogonalizers: run the whole-matrix transform on every matrix of a step at once, between the
+rules' two phases.
 
-Protocol (the optimizer depends on nothing else):
+A whole-matrix transform (``MatrixTransform``) maps a stack (batch, rows, cols) of same-shape
+matrices to a stack of the same shape and counts its FLOPs: Newton-Schulz (``NewtonSchulz``, the
+Muon family) or the spectral powers (optim.orthogonalize.spectral_power). Protocol of an
+orthogonalizer (the optimizer depends on nothing else):
 
     orthogonalize_all(blocks: list[Tensor], full_shapes: list[tuple[int, int]]) -> list[Tensor]
         blocks[i] is the local row block of matrix i (the whole matrix in one process) and
-        full_shapes[i] its full (rows, cols); returns NS(full matrix i) restricted to the same
+        full_shapes[i] its full (rows, cols); returns transform(full matrix i) restricted to the same
         rows as blocks[i], in blocks[i]'s dtype. Inputs are not modified.
 
-``LocalOrthogonalizer`` is the single-process one: it stacks same-shape matrices and calls
-``orthogonalize`` once per shape. Under FSDP2, ``optim.orthogonalize.exchange`` moves row blocks to
+``LocalOrthogonalizer`` is the single-process one: it stacks same-shape matrices and calls the
+transform once per shape. Under FSDP2, ``optim.orthogonalize.exchange`` moves row blocks to
 an owner rank, runs a LocalOrthogonalizer there and sends the rows back; ``optim.orthogonalize.from_mesh``
 chooses between them from the device mesh.
 """
@@ -16,12 +20,36 @@ chooses between them from the device mesh.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
+from optim.dtypes import resolve_dtype
 from optim.hparams import check_in, check_int_at_least
-from optim.orthogonalize.newton_schulz import METHODS, NS_COEFFICIENTS, orthogonalize
+from optim.orthogonalize.newton_schulz import METHODS, NS_COEFFICIENTS, newton_schulz_flops, orthogonalize
+
+
+class MatrixTransform(Protocol):
+    def __call__(self, stack: torch.Tensor) -> torch.Tensor: ...
+
+    def flops(self, rows: int, cols: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class NewtonSchulz:
+    """Quintic Newton-Schulz (or the exact polar factor, ``method="svd"``) as a MatrixTransform."""
+
+    steps: int
+    coefficients: tuple[float, float, float]
+    compute_dtype: torch.dtype
+    method: str = "newton_schulz"
+
+    def __call__(self, stack: torch.Tensor) -> torch.Tensor:
+        return orthogonalize(stack, self.steps, self.coefficients, self.compute_dtype, self.method)
+
+    def flops(self, rows: int, cols: int) -> int:
+        return newton_schulz_flops(rows, cols, self.steps)
 
 
 class Orthogonalizer(Protocol):
@@ -30,8 +58,18 @@ class Orthogonalizer(Protocol):
     ) -> list[torch.Tensor]: ...
 
 
+def newton_schulz_from_config(orth, device: torch.device) -> NewtonSchulz:
+    """The Newton-Schulz of ``optim.orthogonalize`` (an OrthogonalizeConfig) on ``device``."""
+    return NewtonSchulz(
+        steps=orth.steps, coefficients=tuple(orth.coefficients), method=orth.method,
+        compute_dtype=resolve_dtype(orth.compute_dtype, device, "optim.orthogonalize.compute_dtype"),
+    )
+
+
 class LocalOrthogonalizer:
-    """All matrices are whole and local: one batched ``orthogonalize`` call per distinct shape."""
+    """All matrices are whole and local: one batched transform call per distinct shape.
+
+    ``transform`` defaults to Newton-Schulz with the given steps, coefficients, dtype and method."""
 
     def __init__(
         self,
@@ -39,13 +77,20 @@ class LocalOrthogonalizer:
         coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
         compute_dtype: torch.dtype = torch.float32,
         method: str = "newton_schulz",
+        transform: MatrixTransform | None = None,
     ):
-        self.steps = check_int_at_least("optim.orthogonalize.steps", steps, 1)
-        self.coefficients = tuple(float(c) for c in coefficients)
-        if len(self.coefficients) != 3:
-            raise ValueError(f"optim.orthogonalize.coefficients must be [a, b, c], got {list(coefficients)}")
-        self.compute_dtype = compute_dtype
-        self.method = check_in("optim.orthogonalize.method", method, METHODS)
+        if transform is None:
+            coefficients = tuple(float(c) for c in coefficients)
+            if len(coefficients) != 3:
+                raise ValueError(f"optim.orthogonalize.coefficients must be [a, b, c], got {list(coefficients)}")
+            transform = NewtonSchulz(
+                steps=check_int_at_least("optim.orthogonalize.steps", steps, 1), coefficients=coefficients,
+                compute_dtype=compute_dtype, method=check_in("optim.orthogonalize.method", method, METHODS),
+            )
+        self.transform = transform
+
+    def flops(self, rows: int, cols: int) -> int:
+        return self.transform.flops(rows, cols)
 
     def orthogonalize_all(self, blocks, full_shapes):
         by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -59,7 +104,7 @@ class LocalOrthogonalizer:
         out: list[torch.Tensor | None] = [None] * len(blocks)
         for indices in by_shape.values():
             stack = torch.stack([blocks[i] for i in indices]) if len(indices) > 1 else blocks[indices[0]].unsqueeze(0)
-            result = orthogonalize(stack, self.steps, self.coefficients, self.compute_dtype, self.method)
+            result = self.transform(stack)
             for i, matrix in zip(indices, result.unbind(0)):
                 out[i] = matrix
         return out

@@ -93,10 +93,17 @@ class StepSizeStats(MatrixStats):
     alpha: torch.Tensor
 
 
+class RuleHParams:
+    """Base of every rule's hyper-parameters: field names are the ``optim.matrix`` keys (besides lr
+    and weight_decay). No defaults here: they live in configs/optim/<name>.yaml (the authors' values)."""
+
+    def validate(self, prefix: str = "optim.matrix") -> None:
+        pass
+
+
 @dataclass
-class MomentumHParams:
-    """Hyper-parameters every rule shares; field names are the ``optim.matrix`` keys. No defaults
-    here: they live in configs/optim/<name>.yaml (the authors' values)."""
+class MomentumHParams(RuleHParams):
+    """What the Muon-family rules share: momentum, Nesterov and the shape scaling."""
 
     momentum: float
     nesterov: bool
@@ -109,15 +116,20 @@ class MomentumHParams:
         check_positive(f"{prefix}.scale_coeff", self.scale_coeff)
 
 
-HParamsT = TypeVar("HParamsT", bound=MomentumHParams)
+HParamsT = TypeVar("HParamsT", bound=RuleHParams)
 CarryT = TypeVar("CarryT")
 StatsT = TypeVar("StatsT", bound=MatrixStats)
 
 
 class MatrixRule(ABC, Generic[HParamsT, CarryT, StatsT]):
-    """Base of the rules: hyper-parameters, eager state, the two phases, diagnostics."""
+    """Base of the rules: hyper-parameters, eager state, the two phases, diagnostics.
+
+    ``uses_transform = False`` (AuON): no whole-matrix transform, so no exchange at all; the
+    after-phase gets its own NS input back as ``ortho``. ``transform`` names the rule's transform
+    (None: the Newton-Schulz of ``optim.orthogonalize``)."""
 
     name = "matrix"
+    uses_transform = True
 
     def __init__(self, hp: HParamsT):
         hp.validate()
@@ -139,6 +151,11 @@ class MatrixRule(ABC, Generic[HParamsT, CarryT, StatsT]):
         ctx: MatrixContext,
     ) -> StatsT:
         """Apply the update in place to ``param`` (local block); return this matrix's stats."""
+
+    def transform(self, orthogonalize_config: Any, device: torch.device) -> Any:
+        """The whole-matrix transform (a MatrixTransform of optim.orthogonalize.local), or None for
+        the configured Newton-Schulz."""
+        return None
 
     def summarize(self, stats: list[StatsT], reduce_max: ReduceFn) -> dict[str, float]:
         """Rule-specific diagnostics from the last step's per-matrix stats (default: none)."""
