@@ -25,9 +25,13 @@ def param_groups(model: nn.Module, config: OptimConfig) -> list[dict[str, Any]]:
     """One param group per non-empty role, with the role's lr and weight decay.
 
     Groups carry ``role`` and ``param_names`` so optimizers, diagnostics and checkpoints can tell
-    them apart.
+    them apart. ``optim.routing=ndim`` moves the embeddings (and the tied head) into the matrix group,
+    as the BeyondMuon code routes them; that group then says so (``"embeddings": True``).
     """
     routed = route_parameters(model)
+    ndim_routing = config.routing == "ndim" and bool(routed["embedding"])
+    if ndim_routing:
+        routed = {**routed, "matrix": routed["matrix"] + routed["embedding"], "embedding": []}
     groups = []
     for role in ROLES:
         if not routed[role]:
@@ -38,6 +42,8 @@ def param_groups(model: nn.Module, config: OptimConfig) -> list[dict[str, Any]]:
             {"params": list(params), "param_names": list(names), "role": role, "lr": hp.lr,
              "weight_decay": hp.weight_decay}
         )
+        if role == "matrix" and ndim_routing:
+            groups[-1]["embeddings"] = True
     return groups
 
 

@@ -7,6 +7,7 @@
     optim.adamw            betas, eps (AdamW, for every group it steps)
     optim.orthogonalize    method, steps, coefficients, compute_dtype, distributed, comm_dtype
                            (orthogonalized optimizers only)
+    optim.routing          roles (embeddings take AdamW) | ndim (every 2-D parameter takes the rule)
 
 Every default lives in configs/optim/*.yaml; these classes have none. ``optim_config`` checks every
 key and range, so a bad value fails before any process group, data or model work.
@@ -28,6 +29,7 @@ from optim.rules.base import RuleHParams
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 DISTRIBUTED_MODES = ("sharded", "replicated")
+ROUTINGS = ("roles", "ndim")
 GROUP_KEYS = ("lr", "weight_decay")  # of optim.matrix: the param group's, not the rule's
 
 
@@ -76,6 +78,7 @@ class OptimConfig:
     adamw: AdamWHParams
     rule: RuleHParams | None  # the rule's hyper-parameters; None for plain AdamW
     orthogonalize: OrthogonalizeConfig | None  # None for plain AdamW
+    routing: str  # roles | ndim
 
 
 def optim_config(node: Mapping[str, Any]) -> OptimConfig:
@@ -83,7 +86,7 @@ def optim_config(node: Mapping[str, Any]) -> OptimConfig:
     node = _plain(node)
     name = node.get("name")
     entry = registry_entry(name)  # unknown name: lists the known ones
-    expected = {"name", "matrix", "embedding", "vector", "adamw"} | ({"orthogonalize"} if entry.rule else set())
+    expected = {"name", "routing", "matrix", "embedding", "vector", "adamw"} | ({"orthogonalize"} if entry.rule else set())
     unknown = sorted(set(node) - expected)
     if unknown:
         raise ValueError(f"optim.{unknown[0]} is not a key of optimizer '{name}' (known: {', '.join(sorted(expected))})")
@@ -106,11 +109,13 @@ def optim_config(node: Mapping[str, Any]) -> OptimConfig:
     if entry.rule is None:
         if matrix:
             raise ValueError(f"optim.matrix.{sorted(matrix)[0]} is not a key of '{name}' (it takes lr, weight_decay)")
-        return OptimConfig(name=name, groups=groups, adamw=adamw, rule=None, orthogonalize=None)
+        return OptimConfig(name=name, groups=groups, adamw=adamw, rule=None, orthogonalize=None,
+                           routing=check_in("optim.routing", node["routing"], ROUTINGS))
     rule_hparams = from_mapping(entry.hparams, matrix, "optim.matrix")
     rule_hparams.validate()
     orthogonalize = from_mapping(OrthogonalizeConfig, node["orthogonalize"], "optim.orthogonalize")
-    return OptimConfig(name=name, groups=groups, adamw=adamw, rule=rule_hparams, orthogonalize=orthogonalize)
+    return OptimConfig(name=name, groups=groups, adamw=adamw, rule=rule_hparams, orthogonalize=orthogonalize,
+                       routing=check_in("optim.routing", node["routing"], ROUTINGS))
 
 
 def compose_optim_node(name: str, overrides: Sequence[str] = ()):

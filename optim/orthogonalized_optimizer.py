@@ -90,6 +90,8 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
                     table_role = role_of(name)
                 except RoutingError:
                     continue  # not a GPT-2 name (hand-built groups): shape check only
+                if table_role == "embedding" and group.get("embeddings"):
+                    continue  # optim.routing=ndim: the authors' routing, asked for
                 if table_role != "matrix":
                     raise RoutingError(
                         f"parameter '{name}' has role '{table_role}' but is in the matrix group of "

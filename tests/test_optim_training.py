@@ -139,3 +139,22 @@ def test_rule_diagnostics():
     # c = 1 pins every column to the mean; a tiny c never clamps
     assert values["namo_d"]["namo_d/clamp_hit_fraction"] > 0.9
     assert values["namo_d_small"]["namo_d/clamp_hit_fraction"] == 0.0
+
+
+def test_ndim_routing_sends_the_embeddings_through_the_rule():
+    """optim.routing=ndim (the BeyondMuon code's routing): wte (the tied head) and wpe join the matrix
+    group and get the spectral transform; the default role routing leaves them to AdamW."""
+    model = tiny_model()
+    cfg = optim_cfg("spectral_adam")
+    cfg.routing = "ndim"
+    opt = build_optimizer(model, cfg)
+    matrix = next(g for g in opt.param_groups if g["role"] == "matrix")
+    assert {"transformer.wte.weight", "transformer.wpe.weight"} <= set(matrix["param_names"])
+    assert not any(g["role"] == "embedding" for g in opt.param_groups)
+    before = model.transformer.wte.weight.detach().clone()
+    losses = train(model, opt, 25)
+    assert sum(losses[-3:]) / 3 < 0.85 * losses[0], losses  # slower here (0.81): the matrix lr on wte
+    assert not torch.equal(model.transformer.wte.weight, before)
+    assert "exp_avg" in opt.state[model.transformer.wte.weight]
+    default = build_optimizer(tiny_model(), optim_cfg("spectral_adam"))
+    assert "transformer.wte.weight" in next(g for g in default.param_groups if g["role"] == "embedding")["param_names"]

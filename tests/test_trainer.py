@@ -44,7 +44,7 @@ def train_losses(rows):
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
-@pytest.mark.parametrize("optim_name", ["adamw", "muon"])
+@pytest.mark.parametrize("optim_name", ["adamw", "muon", "spectral_adam", "auon"])
 def test_resume_reproduces_uninterrupted_run(prepared_embedded, data_cache_dir, tmp_path, optim_name):
     base = [f"optim={optim_name}", "trainer.max_steps=8", "trainer.checkpoint_every=4", "trainer.eval_every=0"]
     full = train_losses(run(make_cfg(data_cache_dir, *base), tmp_path / "full"))

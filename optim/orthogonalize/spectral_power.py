@@ -43,9 +43,10 @@ def coupled_sqrt_inv_sqrt(
     R = B + (ridge_eps + ridge_trace * trace / k) * eye
     scale = torch.linalg.matrix_norm(R, ord="fro", keepdim=True)  # the code's torch.norm: Frobenius
     Y, Z = R / scale, eye.clone()
+    three_halves = 1.5 * eye.contiguous()
     for i in range(iters):
-        T = 0.5 * (3.0 * eye - Z @ Y)
-        Y, Z = Y @ T, T @ Z
+        T = torch.baddbmm(three_halves, Z, Y, alpha=-0.5)  # (3I - Z Y) / 2 in one fused product
+        Y, Z = torch.bmm(Y, T), torch.bmm(T, Z)
         if i > 0 and i % symmetrize_every == 0:
             Y, Z = 0.5 * (Y + Y.mT), 0.5 * (Z + Z.mT)
     Y, Z = 0.5 * (Y + Y.mT), 0.5 * (Z + Z.mT)

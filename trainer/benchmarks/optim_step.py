@@ -21,12 +21,12 @@ import time
 import torch
 
 
-from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
-from optim.orthogonalize.newton_schulz import newton_schulz_flops, orthogonalize
 from optim.config import load_optim_config
 from optim.orthogonalize.from_mesh import MatrixDistribution
-from optim.registry import OPTIMIZERS
 from optim.orthogonalize.local import LocalOrthogonalizer
+from optim.orthogonalize.newton_schulz import newton_schulz_flops, orthogonalize
+from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
+from optim.registry import OPTIMIZERS
 
 SHAPE_SETS = {"small": (256, 2), "gpt2": (768, 12)}  # (width d, layers)
 TARGETS = {"muon_vs_torch": 0.25, "family_vs_muon": 1.10, "ns_vs_matmul": 0.70}
@@ -46,18 +46,37 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
+# the wider family: (registry name, optim.matrix overrides)
+FAMILY = {"spectral_msgd": ("spectral_msgd", {}), "spectral_adam": ("spectral_adam", {}),
+          "spectral_adam_p0.25": ("spectral_adam", {"power": 0.25}), "auon": ("auon", {}),
+          "auon_hybrid": ("auon", {"variant": "hybrid"})}
+TARGETS["spectral_vs_flops"] = 1.10  # step time / (its transform FLOPs at the fp32 matmul rate)
+TARGETS["auon_vs_muon"] = 0.25
+
+
 def make_optimizer(name: str, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     if name == "adamw":
         return torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, foreach=True)
     if name == "torch_muon":
         return torch.optim.Muon(params, lr=0.02, weight_decay=0.1, momentum=0.95, nesterov=True)
+    group = {"params": params, "param_names": [f"m{i}" for i in range(len(params))], "role": "matrix",
+             "lr": 0.02, "weight_decay": 0.1}
+    if name in FAMILY:
+        rule_name, overrides = FAMILY[name]
+        config = load_optim_config(rule_name, [f"optim.matrix.{k}={v}" for k, v in overrides.items()])
+        rule = OPTIMIZERS[rule_name].rule(config.rule)
+        local = LocalOrthogonalizer(transform=rule.transform(config.orthogonalize, torch.device("cpu")))
+        return OrthogonalizedOptimizer([group], rule, distribution=MatrixDistribution(local))
     compute_dtype = torch.bfloat16 if name.endswith("_bf16") else torch.float32
     rule_name = name.removesuffix("_bf16")
     rule = OPTIMIZERS[rule_name].rule(load_optim_config(rule_name).rule)  # the YAML's (authors') values
-    group = {"params": params, "param_names": [f"m{i}" for i in range(len(params))], "role": "matrix",
-             "lr": 0.02, "weight_decay": 0.1}
     orthogonalizer = LocalOrthogonalizer(compute_dtype=compute_dtype)
     return OrthogonalizedOptimizer([group], rule, distribution=MatrixDistribution(orthogonalizer))
+
+
+def transform_flops(name: str, shapes) -> int:
+    opt = make_optimizer(name, [torch.nn.Parameter(torch.zeros(1, 1))])
+    return sum(opt.orthogonalizer.flops(r, c) for r, c in shapes)
 
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:
@@ -67,7 +86,9 @@ def state_bytes(opt: torch.optim.Optimizer) -> int:
 def expected_state_bytes(name: str, shapes: list[tuple[int, int]]) -> int:
     """What OPTIMIZERS.md implies (fp32): M per matrix + the rule's extra state + the step scalar."""
     extra = {"muon": lambda r, c: 0, "namo": lambda r, c: 1, "adago": lambda r, c: 1,
-             "namo_d": lambda r, c: c, "normuon": lambda r, c: r, "adamw": lambda r, c: r * c}
+             "namo_d": lambda r, c: c, "normuon": lambda r, c: r, "adamw": lambda r, c: r * c,
+             "spectral_msgd": lambda r, c: 0, "spectral_adam": lambda r, c: r * c,  # M; or m and v
+             "spectral_adam_p0.25": lambda r, c: r * c, "auon": lambda r, c: 0, "auon_hybrid": lambda r, c: 0}
     return sum(4 * (r * c + extra[name](r, c) + 1) for r, c in shapes)
 
 
@@ -126,7 +147,7 @@ def main() -> None:
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
 
     # muon_bf16: own Muon with the NS in bf16 (as torch.optim.Muon), for the like-for-like comparison
-    names = ["adamw", "torch_muon", "muon", "muon_bf16", "namo", "namo_d", "adago", "normuon"]
+    names = ["adamw", "torch_muon", "muon", "muon_bf16", "namo", "namo_d", "adago", "normuon", *FAMILY]
     res = bench_steps(shapes, names, repeats)
     muon = res["muon"]["seconds"]
     print("\n| optimizer | step (ms) | vs AdamW | vs own Muon | state B/param | spec B/param |")
@@ -148,6 +169,16 @@ def main() -> None:
                             ratio <= TARGETS["muon_vs_torch"]))
 
     mm = matmul_rate(width, repeats)
+    for name in ("spectral_msgd", "spectral_adam", "spectral_adam_p0.25"):
+        flops = transform_flops(name, shapes)
+        ideal = flops / (mm * 1e9)
+        ratio = res[name]["seconds"] / ideal
+        print(f"{name}: transform {flops / 1e9:.2f} GFLOP per step = {flops / transform_flops('muon', shapes):.2f}x "
+              f"Muon's NS; {ideal * 1e3:.1f} ms at the fp32 matmul rate; step {ratio:.2f}x that")
+        verdicts.append((f"{name} <= {TARGETS['spectral_vs_flops']}x its FLOPs' time ({ratio:.2f}x)",
+                         ratio <= TARGETS["spectral_vs_flops"]))
+    auon = res["auon"]["seconds"] / muon
+    verdicts.append((f"auon <= {TARGETS['auon_vs_muon']}x own Muon ({auon:.3f}x)", auon <= TARGETS["auon_vs_muon"]))
     mm_bf16 = matmul_rate(width, repeats, torch.bfloat16)
     ns, gflop = ns_rate(shapes, repeats)
     print(f"\nfp32 matmul ({width}x{width} @ {width}x{4 * width}): {mm:.1f} GFLOP/s; bf16: {mm_bf16:.1f} GFLOP/s")
