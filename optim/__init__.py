@@ -7,7 +7,7 @@
     orthogonalized_optimizer  OrthogonalizedOptimizer (every Muon-family rule)
     adamw                     plain AdamW
     rules/                    one file per optimizer: the math
-    orthogonalize/            Newton-Schulz, and its exchange under FSDP2
+    orthogonalize/            Newton-Schulz, the spectral powers, and their exchange under FSDP2
 """
 
 from optim.build import build_optimizer, param_groups

@@ -5,8 +5,9 @@ weight_decay). Role "matrix" takes the ``MatrixRule``; roles "embedding" and "ve
 (torch's functional AdamW, foreach / fused) with the group's lr and weight decay.
 
 step():
-    1. rule.before_orthogonalize on every matrix        -> NS inputs U (local row blocks), carries
-    2. orthogonalizer.orthogonalize_all(U blocks, full shapes)   (all matrices at once)
+    1. rule.before_orthogonalize on every matrix        -> transform inputs U (local row blocks), carries
+    2. orthogonalizer.orthogonalize_all(U blocks, full shapes)   (all matrices at once; the rule's
+       whole-matrix transform: Newton-Schulz, a spectral power; skipped for rules without one, AuON)
     3. rule.after_orthogonalize on every matrix          -> scaling, weight decay, update, stats
     4. AdamW on the other groups
 

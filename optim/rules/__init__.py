@@ -1,6 +1,8 @@
-"""Update rules of the orthogonalized optimizers: one file per optimizer, equations first.
+"""Update rules of the orthogonalized optimizers: one file per optimizer (or family), equations first.
 
-    base     the two-phase contract (before / after orthogonalization), shared hyper-parameters
-    muon     Muon          namo     NAMO           namo_d   NAMO-D
-    adago    AdaGO         normuon  NorMuon
+    base      the two-phase contract (before / after the whole-matrix transform), shared pieces
+    muon      Muon          namo      NAMO           namo_d   NAMO-D
+    adago     AdaGO         normuon   NorMuon
+    spectral  spectral_msgd, spectral_adam (U S^p V^T of momentum / of Adam's update)
+    auon      AuON (default, hybrid, paper2025)
 """
