@@ -99,3 +99,11 @@ def test_spectral_momentum_at_p0_is_muon_without_nesterov():
         finals.append(params)
     for a, b in zip(*finals):
         assert (a - b).abs().max() < 2e-6
+
+
+def test_exact_svd_mode_is_the_svd_power():
+    X = matrix(48, 16, decades=3)
+    for power, factor in ((0.5, 1.0), (0.25, 1.0), (0.0, 3**0.5)):  # p = 0 keeps its sqrt(rows/cols)
+        exact = SpectralPower(**{**AUTHORS, "power": power, "method": "svd"})(X.unsqueeze(0))[0]
+        assert torch.allclose(exact, svd_power(X, power) * factor, rtol=0, atol=1e-12)
+    assert torch.allclose(torch.linalg.svdvals(svd_power(X, 0.5)) ** 2, torch.linalg.svdvals(X), rtol=1e-10)

@@ -94,11 +94,11 @@ class SpectralPower:
         rows, cols = stack.shape[-2:]
         if self.power == 1.0:
             return stack.clone()
+        shape_factor = max(1.0, rows / cols) ** 0.5 if self.power == 0.0 else 1.0  # p = 0: their Muon's
         if self.method == "svd":
-            return svd_power(stack, self.power).to(stack.dtype)
+            return (svd_power(stack, self.power) * shape_factor).to(stack.dtype)
         if self.power == 0.0:
-            ortho = orthogonalize(stack, self.iters, self.coefficients, self.compute_dtype)
-            return ortho * max(1.0, rows / cols) ** 0.5
+            return orthogonalize(stack, self.iters, self.coefficients, self.compute_dtype) * shape_factor
         work = stack.to(torch.promote_types(stack.dtype, torch.float32))
         for _ in range(2 if self.power == 0.25 else 1):
             work = half_power(work, self.iters, self.ridge_eps, self.ridge_trace, self.symmetrize_every)
