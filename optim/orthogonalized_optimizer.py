@@ -197,10 +197,10 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
         sq: dict[int, torch.Tensor] = {}
         for gi, stats in self._last_stats:
             sq[gi] = sq.get(gi, 0.0) + stats.update_sq.float()
-        beta1, beta2 = self.adamw_betas or (0.0, 0.0)  # unused without AdamW groups
         for gi, group in enumerate(self.param_groups):
             if group["role"] == "matrix" or gi not in self._last_lr:
                 continue
+            beta1, beta2 = self.adamw_betas  # an AdamW group exists, so adamw was given
             total = torch.zeros((), dtype=torch.float32)
             for p in group["params"]:
                 s = self.state[p]

@@ -29,7 +29,6 @@ from trainer.distributed import mesh_shape
 from trainer.metrics import WANDB_MODES
 from trainer.schedule import Schedule
 
-RESUME_WORDS = ("true", "auto")  # trainer.resume: false | true | auto | <checkpoint path>
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -79,9 +78,7 @@ class TrainerConfig:
     @property
     def resume_path(self) -> Path | None:
         """The checkpoint named by ``trainer.resume=<path>`` (None for false / true / auto)."""
-        if isinstance(self.resume, bool) or self.resume in RESUME_WORDS or self.resume == "false":
-            return None
-        return Path(self.resume)
+        return Path(self.resume) if self.resume_mode == "path" else None
 
     @property
     def resume_mode(self) -> str:

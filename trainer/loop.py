@@ -30,6 +30,7 @@ from trainer.metrics import MetricsLogger
 from trainer.mfu import mfu_denominator
 from trainer.parallelize import prepare_model
 from trainer.preemption import StopRequest, stop_file_for
+from trainer.resume_check import check_resumable
 from trainer.run_dir import write_run_files
 from trainer.schedule import apply_lr
 
@@ -107,13 +108,7 @@ class Trainer:
                 )
         if found is None:
             return None
-        ckpt.check_compatible(found.state, self.cfg.model_dict, found.path)
-        if found.state["global_batch_sequences"] != self.cfg.batch.global_sequences:
-            raise ckpt.CheckpointError(
-                f"checkpoint {found.path} used a global batch of {found.state['global_batch_sequences']} "
-                f"sequences, this run uses {self.cfg.batch.global_sequences}; the data position cannot be "
-                f"carried over. Set trainer.global_batch_size={found.state['global_batch_sequences']}"
-            )
+        check_resumable(found.state, self.cfg, found.path)
         return found
 
     def resume_from(self, checkpoint: ckpt.VerifiedCheckpoint, log) -> None:

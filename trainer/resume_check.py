@@ -22,6 +22,18 @@ def _peek_state(path: Path) -> dict | None:
         return None  # unreadable: the trainer's verification names the problem
 
 
+def check_resumable(state: dict, config: TrainConfig, path: Path) -> None:
+    """Refuse a checkpoint (its trainer state) of another model shape or another global batch."""
+    check_compatible(state, config.model_dict, path)
+    saved = state.get("global_batch_sequences")
+    if saved is not None and saved != config.batch.global_sequences:
+        raise CheckpointError(
+            f"checkpoint {path} used a global batch of {saved} sequences, this run uses "
+            f"{config.batch.global_sequences}; the data position cannot be carried over. "
+            f"Set trainer.global_batch_size={saved}"
+        )
+
+
 def check_resume_before_start(config: TrainConfig, run_dir: Path) -> None:
     t = config.trainer
     if t.resume_mode == "off":
@@ -32,14 +44,6 @@ def check_resume_before_start(config: TrainConfig, run_dir: Path) -> None:
         candidates = list(reversed(list_complete(Path(run_dir) / "checkpoints")))
     for path in candidates:
         state = _peek_state(path)
-        if state is None:
-            continue
-        check_compatible(state, config.model_dict, path)
-        saved = state.get("global_batch_sequences")
-        if saved is not None and saved != config.batch.global_sequences:
-            raise CheckpointError(
-                f"checkpoint {path} used a global batch of {saved} sequences, this run uses "
-                f"{config.batch.global_sequences}; the data position cannot be carried over. "
-                f"Set trainer.global_batch_size={saved}"
-            )
-        return
+        if state is not None:
+            check_resumable(state, config, path)
+            return
