@@ -1,0 +1,115 @@
+"""Compose and validate every run of a study before any starts, and find what is already done.
+
+Each run's config is composed with Hydra's own loader from configs/train.yaml plus the run's
+overrides, then checked as a sweep job is (``trainer.sweep_check.check_lr_sweep`` and the typed
+tree ``build_config``, here at the launcher's world size). Two runs that compose to the same config are
+refused (they would only repeat each other).
+
+A run's state comes from its directory, ``<study dir>/runs/<run id>/``:
+- done: ``summary.json`` written (train.py writes it after the last step) and its ``config.yaml``
+  equals the config the study now asks for: skipped;
+- partial: a ``config.yaml`` but no summary: launched again with ``trainer.resume=auto``, so it
+  continues from its newest verified checkpoint (or from step 0 if it had none);
+- pending: nothing there yet.
+A run directory whose config differs from the study's (the study file was edited) is refused with
+the keys that differ: rerunning over it would mix two experiments in one report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from models.gpt2 import flops_per_token
+from trainer.config import build_config
+from trainer.study.spec import STUDY_DIR, RunSpec, Study, StudyError
+from trainer.sweep_check import check_lr_sweep
+
+CONFIG_DIR = STUDY_DIR.parent
+DONE, PARTIAL, PENDING = "done", "partial", "pending"
+
+
+@dataclass
+class PlannedRun:
+    spec: RunSpec
+    run_dir: Path
+    overrides: list[str]          # with hydra.run.dir
+    resolved: dict[str, Any]      # the resolved config train.py will write to config.yaml
+    max_steps: int
+    train_flops: float            # forward + backward FLOPs of the whole run (no eval)
+    state: str = PENDING
+
+
+def run_dir_of(study_dir: Path, spec: RunSpec) -> Path:
+    return study_dir / "runs" / spec.run_id
+
+
+def plan_study(study: Study, study_dir: Path) -> list[PlannedRun]:
+    """Every run composed, validated and given its state; raises StudyError naming the first bad run."""
+    planned, seen = [], {}
+    runs = study.runs()
+    world = study.launcher.nproc_per_node
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        for num, spec in enumerate(runs):
+            run_dir = run_dir_of(study_dir, spec).resolve()
+            overrides = [*spec.overrides(study), f"hydra.run.dir={run_dir}"]
+            try:
+                cfg = compose("train", overrides=overrides, return_hydra_config=True)
+                HydraConfig.instance().set_config(cfg)  # ${hydra:...} interpolations resolve per run
+                check_lr_sweep(cfg)
+                config = build_config(cfg, world)
+            except Exception as err:  # composition, interpolation and validation errors alike
+                raise StudyError(f"run {num + 1} of {len(runs)} ({spec.run_id}) is invalid; no run was started.\n"
+                                 f"  overrides: {' '.join(spec.overrides(study))}\n  problem: {err}") from err
+            key = repr({k: v for k, v in _comparable(config.resolved).items() if k != "run_name"})
+            if key in seen:
+                raise StudyError(f"runs {seen[key]} and {spec.run_id} compose to the same config; "
+                                 f"check the grids of {spec.optimizer} (a swept key the optimizer ignores?)")
+            seen[key] = spec.run_id
+            tokens = config.trainer.max_steps * config.batch.global_sequences * config.trainer.seq_len
+            flops = flops_per_token(config.model, config.trainer.seq_len) * tokens
+            run = PlannedRun(spec, run_dir, overrides, config.resolved, config.trainer.max_steps, flops)
+            run.state = run_state(run)
+            planned.append(run)
+    return planned
+
+
+def _comparable(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The config as config.yaml stores it (a YAML round trip: tuples become lists)."""
+    return OmegaConf.to_container(OmegaConf.create(resolved), resolve=True)
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix[:-1]}: on disk {a!r}, study {b!r}"]
+
+
+def run_state(run: PlannedRun) -> str:
+    config_file = run.run_dir / "config.yaml"
+    if not config_file.is_file():
+        return PENDING
+    on_disk = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
+    diffs = _differences(on_disk, _comparable(run.resolved))
+    if diffs:
+        shown = "\n    ".join(diffs[:5])
+        raise StudyError(
+            f"{run.run_dir} was written by a different version of this study:\n    {shown}\n"
+            f"  Nothing was run. Move or delete that run directory to rerun it with the study's current "
+            f"settings, or pass --out to write this study into a new directory."
+        )
+    return DONE if (run.run_dir / "summary.json").is_file() else PARTIAL
+
+
+def predicted_gpu_hours(study: Study, runs: list[PlannedRun]) -> float | None:
+    """Training FLOPs of all runs at the study's assumed MFU of its GPU's peak (None without compute)."""
+    if study.compute is None:
+        return None
+    flops = sum(run.train_flops for run in runs)
+    return flops / (study.compute.peak_tflops * 1e12 * study.compute.assumed_mfu) / 3600.0
