@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from optim.adamw import ADAMW_IMPLS
 from optim.dtypes import check_dtype_name
 from optim.hparams import check_betas, check_in, check_int_at_least, check_nonnegative, check_positive, from_mapping
 from optim.orthogonalize.newton_schulz import METHODS
@@ -45,10 +46,12 @@ class GroupHParams:
 class AdamWHParams:
     betas: tuple[float, float]
     eps: float
+    impl: str  # torch | namo_repo (optim/adamw.py)
 
     def __post_init__(self) -> None:
         check_betas("optim.adamw.betas", self.betas)
         check_positive("optim.adamw.eps", self.eps)
+        check_in("optim.adamw.impl", self.impl, ADAMW_IMPLS)
 
 
 @dataclass(frozen=True)

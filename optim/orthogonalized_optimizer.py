@@ -29,8 +29,8 @@ import math
 from typing import Any
 
 import torch
-from torch.optim.adamw import adamw as functional_adamw
 
+from optim.adamw import adamw_direction, adamw_step_
 from optim.config import AdamWHParams
 from optim.dtensor import local
 from optim.orthogonalize.from_mesh import MatrixDistribution
@@ -54,9 +54,10 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
         super().__init__(param_groups, defaults={})
         self.rule = rule
         if adamw is None and any(g.get("role") in ADAMW_ROLES for g in self.param_groups):
-            raise ValueError("OrthogonalizedOptimizer: embedding/vector groups need adamw=AdamWHParams(betas, eps)")
+            raise ValueError("OrthogonalizedOptimizer: embedding/vector groups need adamw=AdamWHParams(betas, eps, impl)")
         self.adamw_betas = tuple(adamw.betas) if adamw else None
         self.adamw_eps = float(adamw.eps) if adamw else None
+        self.adamw_impl = adamw.impl if adamw else None
         if distribution is None and rule.uses_transform and type(rule).transform is not MatrixRule.transform:
             raise ValueError(
                 f"'{rule.name}' has its own whole-matrix transform: pass distribution=MatrixDistribution("
@@ -166,25 +167,9 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
             if not params:
                 continue
             self._last_lr[gi] = float(group["lr"])
-            states = [self.state[p] for p in params]
-            on_cuda = params[0].is_cuda
-            functional_adamw(
-                params,
-                [p.grad for p in params],
-                [s["exp_avg"] for s in states],
-                [s["exp_avg_sq"] for s in states],
-                [],
-                [s["step"] for s in states],
-                foreach=None if on_cuda else True,
-                fused=True if on_cuda else None,
-                amsgrad=False,
-                beta1=beta1,
-                beta2=beta2,
-                lr=float(group["lr"]),
-                weight_decay=float(group["weight_decay"]),
-                eps=self.adamw_eps,
-                maximize=False,
-            )
+            adamw_step_(self.adamw_impl, params, [p.grad for p in params], [self.state[p] for p in params],
+                        beta1=beta1, beta2=beta2, lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
+                        eps=self.adamw_eps)
 
     # ---- diagnostics --------------------------------------------------------------------------
     @torch.no_grad()
@@ -207,9 +192,9 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
                 t = float(s["step"])
                 if t == 0:
                     continue
-                m_hat = local(s["exp_avg"]).float() / (1 - beta1**t)
-                denom = (local(s["exp_avg_sq"]).float() / (1 - beta2**t)).sqrt_().add_(self.adamw_eps)
-                total = total + (m_hat / denom).square().sum().cpu() * self._last_lr[gi] ** 2
+                direction = adamw_direction(self.adamw_impl, local(s["exp_avg"]).float(),
+                                            local(s["exp_avg_sq"]).float(), t, beta1, beta2, self.adamw_eps)
+                total = total + direction.square().sum().cpu() * self._last_lr[gi] ** 2
             sq[gi] = total
         out: dict[str, float] = {}
         if sq:

@@ -35,7 +35,7 @@ import torch
 from optim.hparams import check_beta, check_in, check_positive
 
 ReduceFn = Callable[[torch.Tensor], torch.Tensor]
-SHAPE_SCALINGS = ("original", "match_rms_adamw")
+SHAPE_SCALINGS = ("original", "match_rms_adamw", "none")
 
 
 def statistic_dtype(param: torch.Tensor) -> torch.dtype:
@@ -52,8 +52,11 @@ def shape_scale(full_shape: tuple[int, int], mode: str, scale_coeff: float) -> f
 
     original         sqrt(max(1, rows/cols))            Keller Jordan's Muon, NorMuon, torch default
     match_rms_adamw  scale_coeff * sqrt(max(rows, cols)) Moonlight; NAMO/NAMO-D code (coeff 0.2)
+    none             1                                  the AdaGO paper's update
     """
     rows, cols = full_shape
+    if mode == "none":
+        return 1.0
     if mode == "original":
         return math.sqrt(max(1.0, rows / cols))
     if mode == "match_rms_adamw":

@@ -6,6 +6,7 @@ Sources: arXiv 2602.17080; authors' code github.com/minxin-zhg/namo src/namo.py,
     V_j = mu2 V_j + (1 - mu2) ||G[:, j]||^2                  one entry per column
     M, U as in Muon (Nesterov);  O = NS(U)
     s_j = ||U[:, j]|| / (sqrt(V_j) + eps);  s_j <- clamp(s_j, c * mean(s), mean(s) / c),  0 < c <= 1
+                                                             (c = null: no clamp, the code's c outside (0, 1])
     base = lr * sqrt(1 - mu2^t) / (1 - mu^t + 1e-12)
     W[:, j] *= max(1 - wd * min(s_j base, 1), 0)
     W[:, j] -= min(s_j base s, 1) * O[:, j]      s = 0.2 sqrt(max(rows, cols)) ("match_rms_adamw")
@@ -28,20 +29,23 @@ from optim.rules.namo import NAMOHParams, bias_corrected_lr
 class NAMODHParams(NAMOHParams):
     """NAMO's hyper-parameters plus the column-scale clamp constant c."""
 
-    clamp_c: float
+    clamp_c: float | None  # None: no clamp (the authors' code skips it for c outside (0, 1])
 
     def validate(self, prefix: str = "optim.matrix") -> None:
         super().validate(prefix)
-        if not 0.0 < float(self.clamp_c) <= 1.0:
-            raise ValueError(f"{prefix}.clamp_c must be in (0, 1], got {self.clamp_c}")
+        if self.clamp_c is not None and not 0.0 < float(self.clamp_c) <= 1.0:
+            raise ValueError(f"{prefix}.clamp_c must be in (0, 1], or null for no clamp; got {self.clamp_c}")
 
 
 def namo_d_column_scales_(
-    col_moment: torch.Tensor, grad_col_sq: torch.Tensor, u_col_sq: torch.Tensor, mu2: float, eps: float, c: float
+    col_moment: torch.Tensor, grad_col_sq: torch.Tensor, u_col_sq: torch.Tensor, mu2: float, eps: float,
+    c: float | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Update V in place; return (clamped s, number of clamped columns)."""
+    """Update V in place; return (clamped s, number of clamped columns); c None: no clamp."""
     col_moment.mul_(mu2).add_(grad_col_sq, alpha=1 - mu2)
     s = u_col_sq.sqrt() / (col_moment.sqrt() + eps)
+    if c is None:
+        return s, s.new_zeros((), dtype=torch.int64)
     mean = s.mean()
     clamped = torch.minimum(torch.maximum(s, c * mean), mean / c)
     return clamped, (clamped != s).sum()

@@ -10,6 +10,10 @@ code github.com/zichongli5/NorMuon normuon.py (``normuon_update``, ``SingleDevic
     O' = r * O;  O' *= ||O||_F / (||O'||_F + 1e-10)      (keep the Frobenius norm of O)
     W *= 1 - lr * wd;  W -= lr * s * O'        s = sqrt(max(1, rows/cols)) ("original", the code's)
 
+``rescale: paper`` takes the paper's rule instead of the code's norm-preserving one: with
+O^ = r * O, the step is eta^ O^ with eta^ = scale_coeff * lr * sqrt(rows * cols) / ||O^||_F
+(scale_coeff 0.2: the update's RMS is 0.2 lr, AdamW-like), and no shape factor.
+
 Row statistics are local to a row block; the two Frobenius norms span rows and go through
 ``reduce_sum`` (one 2-vector), so a row-sharded run is exact, not a per-shard approximation.
 ||O||^2 = cols * sum_i v_i and ||O'||^2 = cols * sum_i r_i^2 v_i need no extra pass over O.
@@ -23,31 +27,38 @@ from dataclasses import dataclass
 import torch
 
 from optim.dtensor import rows_like
-from optim.hparams import check_beta
+from optim.hparams import check_beta, check_in
 from optim.rules.base import MatrixContext, MatrixRule, MatrixStats, MomentumHParams, nesterov_momentum_
 
 NORMUON_EPS = 1e-10
+NORMUON_RESCALES = ("code", "paper")
 
 
 @dataclass
 class NorMuonHParams(MomentumHParams):
     beta2: float  # EMA of the per-row mean square
+    rescale: str  # code: keep ||O||_F (normuon.py); paper: eta^ = scale_coeff lr sqrt(mn) / ||O^||_F
 
     def validate(self, prefix: str = "optim.matrix") -> None:
         super().validate(prefix)
         check_beta(f"{prefix}.beta2", self.beta2)
+        check_in(f"{prefix}.rescale", self.rescale, NORMUON_RESCALES)
 
 
 def normuon_row_factors_(
-    ortho: torch.Tensor, second_moment: torch.Tensor, beta2: float, cols: int, reduce_sum
+    ortho: torch.Tensor, second_moment: torch.Tensor, beta2: float, full_shape: tuple[int, int], reduce_sum,
+    paper_coeff: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Update V in place; return (row factor f with O' = f * O, row scale r, row mean-square v)."""
+    """Update V in place; return (row factor f with O' = f * O, row scale r, row mean-square v).
+    f = r ||O||_F / ||r O||_F (the code's), or with ``paper_coeff`` f = r paper_coeff sqrt(mn) / ||r O||_F."""
+    rows, cols = full_shape
     row_ms = ortho.square().mean(dim=1, keepdim=True)
     second_moment.lerp_(row_ms.to(second_moment.dtype), 1 - beta2)
     row_scale = 1.0 / (second_moment.sqrt() + NORMUON_EPS)
     sums = torch.stack([row_ms.sum(), (row_ms * row_scale.square()).sum()]) * cols
     norm_o, norm_scaled = reduce_sum(sums).sqrt().unbind()
-    return row_scale * (norm_o / (norm_scaled + NORMUON_EPS)), row_scale, row_ms
+    target = norm_o if paper_coeff is None else paper_coeff * (rows * cols) ** 0.5
+    return row_scale * (target / (norm_scaled + NORMUON_EPS)), row_scale, row_ms
 
 
 def normuon_apply_(
@@ -80,10 +91,13 @@ class NorMuonRule(MatrixRule[NorMuonHParams, None, NorMuonStats]):
         return nesterov_momentum_(state["momentum_buffer"], grad, self.hp.momentum, self.hp.nesterov), None
 
     def after_orthogonalize(self, state, param, ortho, carry: None, ctx: MatrixContext) -> NorMuonStats:
+        paper = self.hp.rescale == "paper"
         factor, row_scale, row_ms = normuon_row_factors_(
-            ortho, state["second_moment"], self.hp.beta2, ctx.full_shape[1], ctx.reduce_sum
+            ortho, state["second_moment"], self.hp.beta2, ctx.full_shape, ctx.reduce_sum,
+            self.hp.scale_coeff if paper else None,
         )
-        update_sq = normuon_apply_(param, ortho, ctx.lr, ctx.weight_decay, self.scale(ctx), factor, row_ms)
+        scale = 1.0 if paper else self.scale(ctx)
+        update_sq = normuon_apply_(param, ortho, ctx.lr, ctx.weight_decay, scale, factor, row_ms)
         empty = row_scale.numel() == 0
         none = row_scale.new_tensor(float("-inf"))
         return NorMuonStats(

@@ -85,9 +85,11 @@ def _comparable(resolved: dict[str, Any]) -> dict[str, Any]:
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Keys whose values differ (changed values first, then keys only one side has)."""
     if isinstance(a, dict) and isinstance(b, dict):
         keys = sorted(set(a) | set(b))
-        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+        found = [d for k in keys for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+        return sorted(found, key=lambda d: " None" in d)
     return [] if a == b else [f"{prefix[:-1]}: on disk {a!r}, study {b!r}"]
 
 
