@@ -202,3 +202,28 @@ def test_best_setting_is_chosen_on_the_mean_and_skips_diverged_settings():
     assert result.best.lr == pytest.approx(1e-2)      # mean 3.155 beats 3.20; lr 1e-3 has a diverged seed
     assert result.settings[0].diverged and not result.settings[1].diverged
     assert result.robust_lrs == [pytest.approx(1e-2)]
+
+
+def test_launcher_commands(tmp_path):
+    from trainer.study.launch import TRAIN_PY, run_command
+    from trainer.study.spec import Launcher
+
+    spec = RunSpec("muon", (("optim.matrix.lr", 0.02),), 1)
+    run = PlannedRun(spec, tmp_path / "runs" / "muon" / "lr0.02_s1", ["optim=muon", f"hydra.run.dir={tmp_path}/x"], {},
+                     8, 0.0)
+    local = run_command(Launcher("local", 2, 1, 1, "slurm_cpu"), run)
+    assert local == [sys.executable, TRAIN_PY, "optim=muon", f"hydra.run.dir={tmp_path}/x"]
+    torchrun = run_command(Launcher("torchrun", 1, None, 4, "slurm_cpu"), run)
+    assert torchrun[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    assert torchrun[5:] == local[1:]
+    slurm = run_command(Launcher("slurm", 8, None, 8, "slurm_gpu_node"), run)
+    assert slurm[1:4] == [TRAIN_PY, "-m", "hydra/launcher=slurm_gpu_node"]
+    assert f"hydra.sweep.dir={run.run_dir.parent}" in slurm and f"hydra.sweep.subdir={run.run_dir.name}" in slurm
+    assert "hydra.launcher.tasks_per_node=8" in slurm and not any(a.startswith("hydra.run.dir") for a in slurm)
+
+
+def test_paper_study_plans_with_its_gpu_hours():
+    result = reproduce("gpt2_124m_paper", "--plan")
+    assert result.returncode == 0, result.stderr
+    assert "99 runs (9 optimizers, 3 seed(s))" in result.stdout
+    assert "predicted: 292.0 H100 GPU-hours at 40% MFU" in result.stdout
