@@ -16,6 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from models.chunked_loss import linear_cross_entropy
+
 
 @dataclass
 class GPTConfig:
@@ -29,6 +31,18 @@ class GPTConfig:
     n_embd: int
     dropout: float
     bias: bool
+    vocab_pad_to: int           # embedding/head rows padded to a multiple of this (1: none); loss unchanged
+    loss_impl: str              # chunked (models/chunked_loss.py) | plain (materialized logits, nanoGPT's)
+    loss_chunk_rows: int | str  # rows of logits per block of the chunked loss; auto: per device (AUTO_CHUNK_ROWS)
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return -(-self.vocab_size // self.vocab_pad_to) * self.vocab_pad_to
+
+    def chunk_rows(self, device: torch.device) -> int:
+        if self.loss_chunk_rows == "auto":
+            return AUTO_CHUNK_ROWS.get(device.type, AUTO_CHUNK_ROWS["cpu"])
+        return int(self.loss_chunk_rows)
 
     def __post_init__(self) -> None:
         for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -41,11 +55,25 @@ class GPTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if isinstance(self.vocab_pad_to, bool) or not isinstance(self.vocab_pad_to, int) or not (
+            1 <= self.vocab_pad_to <= 4096
+        ):
+            raise ValueError(f"model.vocab_pad_to must be an integer in [1, 4096] (64 is GPU-friendly; 1: no "
+                             f"padding), got {self.vocab_pad_to!r}")
+        if self.loss_impl not in LOSS_IMPLS:
+            raise ValueError(f"model.loss_impl must be one of {list(LOSS_IMPLS)}, got {self.loss_impl!r}")
+        rows = self.loss_chunk_rows
+        if rows != "auto" and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
+            raise ValueError(f"model.loss_chunk_rows must be 'auto' or an integer >= 1, got {rows!r}")
 
 
+LOSS_IMPLS = ("chunked", "plain")
+# Rows per block of the chunked loss when model.loss_chunk_rows=auto (BENCHMARKS.md, "chunked loss"):
+# on CPU a block of fp32 logits that stays in cache; on GPU large blocks keep the matmuls efficient.
+AUTO_CHUNK_ROWS = {"cpu": 256, "cuda": 8192}
 GPT_CONFIG_KEYS = tuple(f.name for f in fields(GPTConfig))
 # What fixes the tensors' shapes: a checkpoint loads into a model only if these agree.
-SHAPE_KEYS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias")
+SHAPE_KEYS = ("vocab_size", "vocab_pad_to", "block_size", "n_layer", "n_head", "n_embd", "bias")
 # Module names that wrappers insert into parameter names: torch.compile ("_orig_mod", also per
 # block), activation checkpointing and FSDP1 wrappers, DDP ("module").
 WRAPPER_COMPONENTS = ("_orig_mod", "_checkpoint_wrapped_module", "_fsdp_wrapped_module", "module")
@@ -108,14 +136,14 @@ class GPT(nn.Module):
         self.config = config
         self.transformer = nn.ModuleDict(
             dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
                 wpe=nn.Embedding(config.block_size, config.n_embd),
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
                 ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
             )
         )
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
         self.activation_checkpointing = False  # recompute each block in backward (trainer sets it)
         self.reset_parameters()
@@ -135,11 +163,17 @@ class GPT(nn.Module):
                 nn.init.ones_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+        with torch.no_grad():  # padded vocabulary rows: zero, and they stay zero (no token, no gradient)
+            self.transformer.wte.weight[self.config.vocab_size:].zero_()
+
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return (logits, loss). ``reduction="sum"`` lets the trainer normalise by global tokens."""
+        """Return (logits, loss). ``reduction="sum"`` lets the trainer normalise by global tokens.
+
+        Logits have ``vocab_size`` columns (padded rows of the head are not tokens). With targets and
+        ``loss_impl=chunked`` the logits are never formed and None is returned in their place."""
         _, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(
@@ -153,19 +187,25 @@ class GPT(nn.Module):
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        logits = self.lm_head(self.transformer.ln_f(x))
+        x = self.transformer.ln_f(x)
+        V = self.config.vocab_size
+        if targets is not None and self.config.loss_impl == "chunked":
+            rows = self.config.chunk_rows(x.device)
+            h = x.reshape(-1, x.size(-1))
+            return None, linear_cross_entropy(h, self.lm_head.weight, targets, V, rows, reduction)
+        logits = self.lm_head(x)[..., :V]  # padded columns are not tokens: out of softmax and sampling
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction
-            )
+            loss = F.cross_entropy(logits.float().reshape(-1, V), targets.reshape(-1), reduction=reduction)
         return logits, loss
 
     def num_parameters(self, non_embedding: bool = False) -> int:
-        """Unique parameters (the tied head counts once); optionally without wte/wpe."""
+        """Unique parameters (the tied head counts once, padded vocabulary rows not at all: they are
+        never a token); optionally without wte/wpe."""
         n = sum(p.numel() for p in self.parameters())
+        n -= (self.config.padded_vocab_size - self.config.vocab_size) * self.config.n_embd
         if non_embedding:
-            n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
+            n -= (self.config.vocab_size + self.config.block_size) * self.config.n_embd
         return n
 
 
@@ -177,7 +217,7 @@ def flops_per_token(config: GPTConfig, seq_len: int, n_params: int | None = None
     when tied; the wpe/wte lookups are not).
     """
     if n_params is None:
-        C, L, V = config.n_embd, config.n_layer, config.vocab_size
+        C, L, V = config.n_embd, config.n_layer, config.padded_vocab_size
         per_block = 12 * C * C + (13 * C if config.bias else 2 * C)  # weights + biases + LayerNorms
         ln_f = 2 * C if config.bias else C
         n_params = L * per_block + ln_f + V * C

@@ -104,11 +104,19 @@ def check_gpt2_state_dict(sd: Mapping[str, torch.Tensor]) -> None:
         )
 
 
-def to_hf_state_dict(model_or_sd: GPT | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def to_hf_state_dict(model_or_sd: GPT | Mapping[str, torch.Tensor], vocab_size: int | None = None) -> dict[str, torch.Tensor]:
     """HF GPT2LMHeadModel state dict (CPU, contiguous, Conv1D weights transposed) from our model or
-    its state dict. Wrapper prefixes (``_orig_mod.``, ``module.``) are ignored; the shape is checked."""
-    raw = model_or_sd.state_dict() if isinstance(model_or_sd, torch.nn.Module) else model_or_sd
-    sd = _with_zero_biases({_strip_wrappers(k): _full_cpu(v) for k, v in raw.items()})
+    its state dict. Wrapper prefixes (``_orig_mod.``, ``module.``) are ignored; the shape is checked.
+    A padded vocabulary (model.vocab_pad_to) is cut back to ``vocab_size`` rows (the model's own when
+    a model is given): the padded rows are not tokens, so the exported model computes the same logits."""
+    if isinstance(model_or_sd, torch.nn.Module):
+        raw, vocab_size = model_or_sd.state_dict(), model_or_sd.config.vocab_size
+    else:
+        raw = model_or_sd
+    sd = {_strip_wrappers(k): _full_cpu(v) for k, v in raw.items()}
+    if vocab_size is not None:
+        sd = {k: v[:vocab_size] if k in ("transformer.wte.weight", "lm_head.weight") else v for k, v in sd.items()}
+    sd = _with_zero_biases(sd)
     check_gpt2_state_dict(sd)
     out = {}
     for k, v in sd.items():
@@ -150,7 +158,7 @@ def hf_config_from_gpt(config: GPTConfig) -> GPT2Config:
     )
 
 
-def gpt_config_from_hf(hf_config: GPT2Config, name: str = "gpt2-hf") -> GPTConfig:
+def gpt_config_from_hf(hf_config: GPT2Config, name: str = "gpt2-hf", vocab_pad_to: int = 64) -> GPTConfig:
     """Our GPTConfig for an HF GPT-2 config; NotGPT2Error if the HF model computes something else."""
     c = hf_config
     checks = [
@@ -182,6 +190,9 @@ def gpt_config_from_hf(hf_config: GPT2Config, name: str = "gpt2-hf") -> GPTConfi
         n_embd=c.n_embd,
         dropout=dropouts.pop(),
         bias=True,
+        vocab_pad_to=vocab_pad_to,
+        loss_impl="chunked",
+        loss_chunk_rows="auto",
     )
 
 
@@ -204,11 +215,15 @@ def from_hf_state_dict(hf_sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
     return sd
 
 
-def from_hf(hf_model: GPT2LMHeadModel, name: str = "gpt2-hf") -> GPT:
-    """Our GPT (fp32, CPU, eval mode) with the weights of an HF GPT-2."""
-    config = gpt_config_from_hf(hf_model.config, name=name)
+def from_hf(hf_model: GPT2LMHeadModel, name: str = "gpt2-hf", vocab_pad_to: int = 64) -> GPT:
+    """Our GPT (fp32, CPU, eval mode) with the weights of an HF GPT-2 (vocabulary padded again)."""
+    config = gpt_config_from_hf(hf_model.config, name=name, vocab_pad_to=vocab_pad_to)
     sd = from_hf_state_dict(hf_model.state_dict())
-    sd.setdefault("lm_head.weight", sd["transformer.wte.weight"])
+    wte = sd["transformer.wte.weight"]
+    rows = config.padded_vocab_size - wte.shape[0]
+    if rows:  # pad again (model.vocab_pad_to); the rows are never tokens and never get a gradient
+        wte = torch.cat([wte, wte.new_zeros(rows, wte.shape[1])])
+    sd["transformer.wte.weight"] = sd["lm_head.weight"] = wte
     model = GPT(config)
     model.load_state_dict(sd, strict=True)
     return model.eval()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from tests.head_keys import HEAD
 import torch.nn as nn
 from omegaconf import OmegaConf
 
@@ -40,7 +42,7 @@ VARIANTS = {"p0": {"power": 0.0, "lr": 0.007, "orthogonalize.steps": 5}, "p0.25"
 # bias=False: the key bias of attention gets an exactly-zero gradient in exact arithmetic (softmax is
 # shift invariant), so in floating point it is pure rounding noise that AdamW's g / (|g| + eps) turns
 # into O(lr) steps of arbitrary sign: ill-conditioned in ANY split of the batch, not a sharding error.
-ODD_GPT = GPTConfig(name="odd", vocab_size=97, block_size=16, n_layer=1, n_head=3, n_embd=15, dropout=0.0, bias=False)
+ODD_GPT = GPTConfig(name="odd", vocab_size=97, block_size=16, n_layer=1, n_head=3, n_embd=15, dropout=0.0, bias=False, **HEAD)
 STEPS, BATCH = 3, 4
 REL_TOL = 1e-5
 

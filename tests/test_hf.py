@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from tests.head_keys import HEAD
 import yaml
 from transformers import GPT2LMHeadModel
 
@@ -49,6 +51,7 @@ def model() -> GPT:
     with torch.no_grad():
         for p in m.parameters():
             p.add_(torch.randn_like(p) * 0.05)
+        m.transformer.wte.weight[cfg.vocab_size:].zero_()  # padded rows are zero in every model (init, never trained)
     return m.eval()
 
 
@@ -102,7 +105,7 @@ def test_in_memory_round_trip_and_conv1d_layout(model):
 def test_wrapper_prefixes_are_ignored(model):
     compiled_style = {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}
     plain = to_hf_state_dict(model)
-    wrapped = to_hf_state_dict(compiled_style)
+    wrapped = to_hf_state_dict(compiled_style, vocab_size=model.config.vocab_size)
     assert plain.keys() == wrapped.keys()
     assert all(torch.equal(plain[k], wrapped[k]) for k in plain)
 
@@ -134,7 +137,7 @@ def test_non_gpt2_state_dict_is_refused(model):
 def test_bias_free_model_exports_as_gpt2_with_zero_biases():
     """model.bias=false (the NAMO recipes) is the GPT-2 whose biases are zero: same logits in HF."""
     torch.manual_seed(0)
-    m = GPT(GPTConfig(name="nobias", vocab_size=100, block_size=8, n_layer=2, n_head=2, n_embd=8, dropout=0.0, bias=False)).eval()
+    m = GPT(GPTConfig(name="nobias", vocab_size=100, block_size=8, n_layer=2, n_head=2, n_embd=8, dropout=0.0, bias=False, **HEAD)).eval()
     hf_model = to_hf(m).eval()
     biases = {k: v for k, v in hf_model.state_dict().items() if k.endswith(("ln_1.bias", "ln_f.bias", "c_attn.bias", "c_proj.bias", "c_fc.bias"))}
     assert biases and all(torch.count_nonzero(v) == 0 for v in biases.values())

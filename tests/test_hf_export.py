@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from tests.head_keys import HEAD
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, GPT2LMHeadModel
 
@@ -100,7 +102,7 @@ def test_import_round_trips_exactly(run_dir, exported, tmp_path):
 
 
 def test_export_of_a_bias_free_model_gives_the_same_logits(tmp_path):
-    config = GPTConfig(name="nobias", vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=8, dropout=0.0, bias=False)
+    config = GPTConfig(name="nobias", vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=8, dropout=0.0, bias=False, **HEAD)
     torch.manual_seed(0)
     model = GPT(config)
     write_model_checkpoint(tmp_path / "run", model)
@@ -111,7 +113,7 @@ def test_export_of_a_bias_free_model_gives_the_same_logits(tmp_path):
 def test_export_refuses_weights_that_do_not_fit_their_config(tmp_path):
     from trainer.checkpoint import file_crc32
 
-    config = GPTConfig(name="t", vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=8, dropout=0.0, bias=True)
+    config = GPTConfig(name="t", vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=8, dropout=0.0, bias=True, **HEAD)
     ckpt = write_model_checkpoint(tmp_path / "run", GPT(config))
     state_file, manifest_file = ckpt / "trainer_state.json", ckpt / "MANIFEST.json"
     state = json.loads(state_file.read_text())

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from tests.head_keys import HEAD
 import yaml
 
 from models.gpt2 import GPT, GPTConfig, flops_per_token
@@ -15,7 +17,7 @@ from models.gpt2 import GPT, GPTConfig, flops_per_token
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"
 
 # every GPTConfig key (its defaults live in configs/model/*.yaml)
-SMALL = dict(name="small", vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=8, dropout=0.0, bias=True)
+SMALL = dict(name="small", vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=8, dropout=0.0, bias=True, **HEAD)
 
 
 def load_config(name: str) -> GPTConfig:
@@ -86,7 +88,7 @@ def test_head_is_tied_to_token_embedding(test_model):
 
 def test_init_statistics():
     # Wide enough that sample stds are within ~1% of the target.
-    cfg = GPTConfig(name="init", vocab_size=4096, block_size=128, n_layer=4, n_head=4, n_embd=256, dropout=0.0, bias=True)
+    cfg = GPTConfig(name="init", vocab_size=4096, block_size=128, n_layer=4, n_head=4, n_embd=256, dropout=0.0, bias=True, **HEAD)
     torch.manual_seed(0)
     model = GPT(cfg)
     residual_std = 0.02 / math.sqrt(2 * cfg.n_layer)
@@ -139,10 +141,12 @@ def test_flops_per_token_gpt2(seq_len):
 
 
 def test_flops_per_token_without_bias_matches_parameter_count():
-    cfg = GPTConfig(name="nobias", vocab_size=1000, block_size=32, n_layer=3, n_head=2, n_embd=16, dropout=0.0, bias=False)
+    cfg = GPTConfig(name="nobias", vocab_size=1000, block_size=32, n_layer=3, n_head=2, n_embd=16, dropout=0.0, bias=False, **HEAD)
     model = GPT(cfg)
     n = model.num_parameters() - model.transformer.wpe.weight.numel()
-    assert flops_per_token(cfg, 32) == 6 * n + 12 * 3 * 32 * 16
+    padded_head_rows = cfg.padded_vocab_size - cfg.vocab_size  # 1000 -> 1024: the head matmul computes them
+    assert padded_head_rows == 24
+    assert flops_per_token(cfg, 32) == 6 * (n + padded_head_rows * 16) + 12 * 3 * 32 * 16
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.stem)

@@ -57,7 +57,8 @@ def worker(args) -> None:
     ctx = init_distributed("cpu", "gloo")
     torch.manual_seed(0)
     model = GPT(GPTConfig(name="bench", vocab_size=1024, block_size=64, n_layer=args.layers, n_head=12,
-                          n_embd=args.width, dropout=0.0, bias=False))
+                          n_embd=args.width, dropout=0.0, bias=False, vocab_pad_to=1,
+                          loss_impl="plain", loss_chunk_rows="auto"))
     if ctx.distributed:
         dist_cfg = DistributedConfig(backend="gloo", dp_replicate=1, dp_shard=-1, param_dtype="float32",
                                      reduce_dtype="float32", reshard_after_forward=True, grad_sync="last_microbatch")

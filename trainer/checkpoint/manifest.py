@@ -159,9 +159,16 @@ def find_resumable(root: Path, log=print, deep: bool = False, ctx=None) -> Verif
 
 def check_compatible(state: dict[str, Any], model_cfg: dict[str, Any], path: Path) -> None:
     """Refuse a checkpoint from another model shape before touching any tensor."""
-    saved = state.get("model", {})
+    written = state.get("model", {})
+    saved = {"vocab_pad_to": 1, **written}  # a checkpoint from before padding: exactly vocab_size rows
     diffs = [f"{k}: checkpoint {saved.get(k)} vs config {model_cfg.get(k)}" for k in SHAPE_KEYS
              if saved.get(k) != model_cfg.get(k)]
+    if written and "vocab_pad_to" not in written and model_cfg.get("vocab_pad_to") != 1:
+        raise CheckpointError(
+            f"checkpoint {path} was written before padded vocabularies (its embedding has exactly "
+            f"vocab_size={saved.get('vocab_size')} rows); resume it with model.vocab_pad_to=1, or export "
+            f"it (orthogpt-export-hf) and import it again (orthogpt-import-hf) to get a padded model"
+        )
     if diffs:
         raise CheckpointError(
             f"checkpoint {path} was written for another model shape ({'; '.join(diffs)}); "

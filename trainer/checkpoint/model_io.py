@@ -63,14 +63,19 @@ def resolve_checkpoint(path: str | Path, log=print) -> VerifiedCheckpoint:
     )
 
 
+# Written before the padded vocabulary and the chunked loss: an embedding of exactly vocab_size rows.
+# (The loss keys do not change any tensor; resuming such a run needs model.vocab_pad_to=1.)
+LEGACY_MODEL_KEYS = {"vocab_pad_to": 1, "loss_impl": "chunked", "loss_chunk_rows": "auto"}
+
+
 def gpt_config_from_state(state: Mapping[str, Any], path: Path) -> GPTConfig:
     model = state.get("model")
-    if not isinstance(model, Mapping) or any(k not in model for k in GPT_CONFIG_KEYS[1:]):
+    if not isinstance(model, Mapping) or any(k not in model for k in GPT_CONFIG_KEYS[1:] if k not in LEGACY_MODEL_KEYS):
         raise CheckpointError(
             f"checkpoint {path}: trainer_state.json has no model config under 'model' "
             f"(needs {', '.join(GPT_CONFIG_KEYS[1:])}); was it written by trainer/checkpoint/store.py?"
         )
-    return GPTConfig(**{k: model[k] for k in GPT_CONFIG_KEYS if k in model})
+    return GPTConfig(**{**LEGACY_MODEL_KEYS, **{k: model[k] for k in GPT_CONFIG_KEYS if k in model}})
 
 
 def read_model_checkpoint(path: str | Path | VerifiedCheckpoint, log=print) -> tuple[GPTConfig, dict[str, torch.Tensor], dict]:
