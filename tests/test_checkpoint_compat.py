@@ -11,9 +11,10 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 
-from trainer.checkpoint import verify_checkpoint
+from trainer.checkpoint import CheckpointError, verify_checkpoint
 from trainer.config import build_config
 from trainer.distributed import DistContext
 from trainer.loop import Trainer
@@ -27,8 +28,9 @@ def test_pre_restructure_checkpoint_resumes_to_the_same_losses(prepared_embedded
     checkpoint = tmp_path / "old" / FIXTURE.name
     shutil.copytree(FIXTURE, checkpoint)
     assert verify_checkpoint(checkpoint, deep=True).step == record["checkpoint_step"]
+    # written before the padded vocabulary (50257 rows) and with the plain loss: both named to resume bit-exactly
     overrides = [*record["overrides"], f"trainer.max_steps={record['resumed_to']}", f"trainer.resume={checkpoint}",
-                 f"data.cache_dir={data_cache_dir}"]
+                 f"data.cache_dir={data_cache_dir}", "model.vocab_pad_to=1", "model.loss_impl=plain"]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         cfg = compose("train", overrides=overrides)
     run_dir = tmp_path / "run"
@@ -37,3 +39,14 @@ def test_pre_restructure_checkpoint_resumes_to_the_same_losses(prepared_embedded
     losses = {str(r["step"]): r["loss"] for r in rows if "loss" in r}
     assert losses == record["losses_after_resume_by_that_commit"]
     assert summary["val_loss"] == record["final_val_loss_by_that_commit"]
+
+
+def test_pre_padding_checkpoint_is_refused_with_the_fix(prepared_embedded, data_cache_dir, tmp_path):
+    record = json.loads(FIXTURE.with_suffix(".json").read_text())
+    overrides = [*record["overrides"], f"trainer.max_steps={record['resumed_to']}", f"trainer.resume={FIXTURE}",
+                 f"data.cache_dir={data_cache_dir}"]
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        cfg = compose("train", overrides=overrides)
+    with pytest.raises(CheckpointError, match="resume it with model.vocab_pad_to=1"):
+        Trainer(build_config(cfg), DistContext(), tmp_path / "run").fit()
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -5,6 +5,7 @@ under FSDP2 at W = 2; padding that changes nothing; sampling that never emits a 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -159,3 +160,15 @@ def test_fsdp2_two_ranks_chunked_equals_plain():
     single = model_with(loss_impl="plain")
     batches = [(x.roll(m, 0), y.roll(m, 0)) for x, y in (batch(seed=10), batch(seed=11)) for m in range(2)]
     assert_grads_close(ranks[0]["chunked"], loss_and_grads(single, batches)[1])
+
+
+def test_train_step_benchmark_runs_and_reports_both_variants(tmp_path):
+    from trainer.benchmarks.train_step import main
+
+    out = tmp_path / "rows.json"
+    assert main(["--model", "gpt2-test", "--batch-sizes", "2", "--seq-len", "16", "--steps", "1", "--rounds", "1",
+                 "--warmup", "1", "--chunk-rows", "8", "--memory", "--memory-repeats", "1",
+                 "--json-out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["loss_impl"], r["chunk_rows"]) for r in rows] == [("plain", "auto"), ("chunked", 8)]
+    assert rows[0]["speedup_vs_plain"] == 1.0 and all(r["peak_growth_mib"] > 0 and r["mfu"] > 0 for r in rows)
