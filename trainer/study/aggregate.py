@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from trainer.analysis.compare import RunSummary, summarize_run
 from trainer.study.plan import PlannedRun
-from trainer.study.spec import LR_KEY
+from trainer.study.spec import LR_KEY, setting_label
 
 
 @dataclass
@@ -51,8 +51,7 @@ class Setting:
 
     @property
     def label(self) -> str:
-        return ", ".join(f"{key.rsplit('.', 1)[-1]}={value:g}" if isinstance(value, float)
-                         else f"{key.rsplit('.', 1)[-1]}={value}" for key, value in self.values)
+        return setting_label(self.values, ", ", "=")
 
     @property
     def diverged(self) -> bool:

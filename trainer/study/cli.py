@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         study = _launcher(load_study(args.study), args)
         study_dir = (args.out or Path("studies") / study.name).resolve()
-        runs = plan_study(study, study_dir)
+        runs = plan_study(study, study_dir, check_configs=not args.report_only)
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -49,8 +49,10 @@ def run_dir_of(study_dir: Path, spec: RunSpec) -> Path:
     return study_dir / "runs" / spec.run_id
 
 
-def plan_study(study: Study, study_dir: Path) -> list[PlannedRun]:
-    """Every run composed, validated and given its state; raises StudyError naming the first bad run."""
+def plan_study(study: Study, study_dir: Path, check_configs: bool = True) -> list[PlannedRun]:
+    """Every run composed, validated and given its state; raises StudyError naming the first bad run.
+    ``check_configs=False`` (a report from the logs): a run is done when its summary.json exists, even
+    if it was written by an older version of the code whose config has fewer keys."""
     planned, seen = [], {}
     runs = study.runs()
     world = study.launcher.nproc_per_node
@@ -74,7 +76,8 @@ def plan_study(study: Study, study_dir: Path) -> list[PlannedRun]:
             tokens = config.trainer.max_steps * config.batch.global_sequences * config.trainer.seq_len
             flops = flops_per_token(config.model, config.trainer.seq_len) * tokens
             run = PlannedRun(spec, run_dir, overrides, config.resolved, config.trainer.max_steps, flops)
-            run.state = run_state(run)
+            run.state = run_state(run) if check_configs else (
+                DONE if (run_dir / "summary.json").is_file() else PENDING)
             planned.append(run)
     return planned
 
@@ -102,7 +105,8 @@ def run_state(run: PlannedRun) -> str:
     if diffs:
         shown = "\n    ".join(diffs[:5])
         raise StudyError(
-            f"{run.run_dir} was written by a different version of this study:\n    {shown}\n"
+            f"{run.run_dir} was written by a different version of this study (or of the code, where a key "
+            f"is None on disk):\n    {shown}\n"
             f"  Nothing was run. Move or delete that run directory to rerun it with the study's current "
             f"settings, or pass --out to write this study into a new directory."
         )

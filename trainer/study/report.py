@@ -56,8 +56,10 @@ def ranking_rows(results: list[OptimizerResult]) -> list[dict]:
     for i, r in enumerate(results):
         b = r.best
         nxt = gap(r, results[i + 1]) if b and i + 1 < len(results) else None
+        lrs = sorted({x.lr for x in r.settings})
         rows.append({
             "rank": i + 1 if b else None, "optimizer": r.optimizer,
+            "best_lr_at_grid_edge": bool(b) and len(lrs) > 1 and b.lr in (lrs[0], lrs[-1]),
             "best_setting": b.label if b else None,
             "final_val_mean": b.mean() if b else None, "final_val_std": b.std() if b else None,
             "final_val_min": b.spread()[0] if b else None, "final_val_max": b.spread()[1] if b else None,
@@ -91,7 +93,8 @@ def _ranking_table(rows: list[dict]) -> list[str]:
         gap_cell = _f(row["gap_to_next"]) if row["gap_to_next"] is not None else "–"
         verdict = {None: "–", True: "yes", False: "**inconclusive**"}[row["gap_exceeds_spread"]]
         lines.append(
-            f"| {row['rank']} | {row['optimizer']} | {row['best_setting']} | {_f(row['final_val_mean'])} ± "
+            f"| {row['rank']} | {row['optimizer']} | {row['best_setting']}{' (edge)' if row['best_lr_at_grid_edge'] else ''}"
+            f" | {_f(row['final_val_mean'])} ± "
             f"{_f(row['final_val_std'])} | {_f(row['final_val_min'])} – {_f(row['final_val_max'])} | "
             f"{_f(row['best_val_mean'])} ± {_f(row['best_val_std'])} | {row['seeds']} | {row['tokens']} | "
             f"{_f(row['wall_time_s_mean'], '.0f')} | {gap_cell} | {verdict} |")
@@ -139,6 +142,8 @@ def write_report(study: Study, study_dir: Path, runs: list[PlannedRun]) -> Path:
           "Best setting: smallest mean final val loss over seeds among settings where no seed diverged. "
           "A gap is beyond the seed spread when it exceeds the sum of the two standard deviations.", "",
           *_ranking_table(rows), "",
+          "(edge): the best lr is the smallest or largest of the optimizer's grid, so its optimum may lie "
+          "outside the grid and its loss here is an upper bound at this scale.", "",
           f"Order (lower val loss first; `<` beyond the seed spread, `≈` inconclusive): {''.join(chain)}", "",
           "## The papers' claims at this scale", "",
           "| source | claim | measured | verdict |", "|---|---|---|---|",

@@ -58,6 +58,14 @@ class Compute:
     gpu: str
 
 
+def setting_label(setting: tuple[tuple[str, Any], ...], joiner: str, equals: str) -> str:
+    """'lr0.02_clamp_c0.1' (a directory name) or 'lr=0.02, clamp_c=0.1' (a table cell): last key parts."""
+    def shown(value: Any) -> str:
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return joiner.join(f"{key.rsplit('.', 1)[-1]}{equals}{shown(value)}" for key, value in setting)
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One run of the study: an optimizer setting (its swept values) and a seed."""
@@ -72,8 +80,7 @@ class RunSpec:
 
     @property
     def setting_id(self) -> str:
-        return "_".join(f"{key.rsplit('.', 1)[-1]}{value:g}" if isinstance(value, float)
-                        else f"{key.rsplit('.', 1)[-1]}{value}" for key, value in self.setting)
+        return setting_label(self.setting, "_", "")
 
     @property
     def run_id(self) -> str:
