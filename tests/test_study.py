@@ -190,7 +190,7 @@ def test_claim_verdicts_follow_the_seed_spread():
     muon_claim = "p = 0 (Muon) does not consistently beat Adam"
     clear = verdicts({"namo": [[3.00, 3.01]], "adamw": [[3.20, 3.21]], "muon": [[3.10, 3.11]]})
     assert clear[namo_claim] == "holds" and clear[muon_claim] == "does not hold"
-    close = verdicts({"namo": [[3.00, 3.10]], "adamw": [[3.20, 3.21]], "muon": [[3.04, 3.08]]})
+    close = verdicts({"namo": [[3.00, 3.10]], "adamw": [[3.07, 3.10]], "muon": [[3.04, 3.08]]})
     assert close[namo_claim] == "inconclusive" and close[muon_claim] == "holds"
     reversed_ = verdicts({"namo": [[3.30, 3.31]], "adamw": [[3.20, 3.21]], "muon": [[3.10, 3.11]]})
     assert reversed_[namo_claim] == "does not hold"
@@ -226,4 +226,4 @@ def test_paper_study_plans_with_its_gpu_hours():
     result = reproduce("gpt2_124m_paper", "--plan")
     assert result.returncode == 0, result.stderr
     assert "99 runs (9 optimizers, 3 seed(s))" in result.stdout
-    assert "predicted: 292.0 H100 GPU-hours at 40% MFU" in result.stdout
+    assert "predicted: 292.1 H100 GPU-hours at 40% MFU" in result.stdout
