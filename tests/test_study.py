@@ -100,7 +100,8 @@ def test_smoke_study_survives_a_kill_and_reports_the_logs(tmp_path):
             best = next(s for s in row["settings"] if s["setting"] == row["best_setting"])
             mean = sum(best["final_val_losses"]) / len(best["final_val_losses"])
             assert row["final_val_mean"] == pytest.approx(mean, rel=1e-12)
-            assert f"| {row['rank']} | {row['optimizer']} | {row['best_setting']} | {row['final_val_mean']:.4f} ±" in md
+            edge = " (edge)" if row["best_lr_at_grid_edge"] else ""
+            assert f"| {row['rank']} | {row['optimizer']} | {row['best_setting']}{edge} | {row['final_val_mean']:.4f} ±" in md
     assert {c["claim"] for c in report["claims"]} and "p = 0 (Muon) does not consistently beat Adam" in md
     for figure in ("val_loss_curves.png", "lr_sensitivity.png", "robustness.png"):
         assert (out / "figures" / figure).stat().st_size > 2000
