@@ -157,10 +157,15 @@ def find_resumable(root: Path, log=print, deep: bool = False, ctx=None) -> Verif
     return None
 
 
+# Keys a checkpoint written before the padded vocabulary and the chunked loss lacks, with the values it
+# was written with: an embedding of exactly vocab_size rows (the loss keys change no tensor).
+LEGACY_MODEL_KEYS = {"vocab_pad_to": 1, "loss_impl": "chunked", "loss_chunk_rows": "auto"}
+
+
 def check_compatible(state: dict[str, Any], model_cfg: dict[str, Any], path: Path) -> None:
     """Refuse a checkpoint from another model shape before touching any tensor."""
     written = state.get("model", {})
-    saved = {"vocab_pad_to": 1, **written}  # a checkpoint from before padding: exactly vocab_size rows
+    saved = {**LEGACY_MODEL_KEYS, **written}
     diffs = [f"{k}: checkpoint {saved.get(k)} vs config {model_cfg.get(k)}" for k in SHAPE_KEYS
              if saved.get(k) != model_cfg.get(k)]
     if written and "vocab_pad_to" not in written and model_cfg.get("vocab_pad_to") != 1:

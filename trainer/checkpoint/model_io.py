@@ -30,6 +30,7 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from models.gpt2 import GPT, GPT_CONFIG_KEYS, GPTConfig, canonical_param_name
 from trainer.checkpoint.manifest import (
+    LEGACY_MODEL_KEYS,
     MANIFEST,
     CheckpointError,
     VerifiedCheckpoint,
@@ -61,11 +62,6 @@ def resolve_checkpoint(path: str | Path, log=print) -> VerifiedCheckpoint:
         f"{path} holds no complete checkpoint: pass a checkpoint directory "
         f"(<run>/checkpoints/step_XXXXXXXX with MANIFEST.json) or a run directory that has one"
     )
-
-
-# Written before the padded vocabulary and the chunked loss: an embedding of exactly vocab_size rows.
-# (The loss keys do not change any tensor; resuming such a run needs model.vocab_pad_to=1.)
-LEGACY_MODEL_KEYS = {"vocab_pad_to": 1, "loss_impl": "chunked", "loss_chunk_rows": "auto"}
 
 
 def gpt_config_from_state(state: Mapping[str, Any], path: Path) -> GPTConfig:
