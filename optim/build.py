@@ -47,8 +47,11 @@ def param_groups(model: nn.Module, config: OptimConfig) -> list[dict[str, Any]]:
     return groups
 
 
-def build_from_groups(groups: list[dict[str, Any]], config: OptimConfig, mesh: Any = None) -> torch.optim.Optimizer:
-    """The optimizer of ``config`` over already-routed groups (hand-built groups in tests too)."""
+def build_from_groups(
+    groups: list[dict[str, Any]], config: OptimConfig, mesh: Any = None, n_head: int | None = None
+) -> torch.optim.Optimizer:
+    """The optimizer of ``config`` over already-routed groups (hand-built groups in tests too);
+    ``n_head``: the model's attention heads (``optim.orthogonalize.split: heads``)."""
     entry = registry_entry(config.name)
     if entry.rule is None:
         return build_adamw(groups, config.adamw)
@@ -56,9 +59,11 @@ def build_from_groups(groups: list[dict[str, Any]], config: OptimConfig, mesh: A
     rule = entry.rule(config.rule)
     transform = rule.transform(config.orthogonalize, device)
     return OrthogonalizedOptimizer(
-        groups, rule, adamw=config.adamw, distribution=build_distribution(config.orthogonalize, device, mesh, transform),
+        groups, rule, adamw=config.adamw,
+        distribution=build_distribution(config.orthogonalize, device, mesh, transform, n_head),
     )
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig, mesh: Any = None) -> torch.optim.Optimizer:
-    return build_from_groups(param_groups(model, config), config, mesh)
+    n_head = getattr(getattr(model, "config", None), "n_head", None)
+    return build_from_groups(param_groups(model, config), config, mesh, n_head)

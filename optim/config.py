@@ -5,8 +5,8 @@
     optim.embedding        lr, weight_decay (AdamW: wte, wpe, the tied head)
     optim.vector           lr, weight_decay (AdamW: biases, LayerNorm)
     optim.adamw            betas, eps (AdamW, for every group it steps)
-    optim.orthogonalize    method, steps, coefficients, compute_dtype, distributed, comm_dtype
-                           (orthogonalized optimizers only)
+    optim.orthogonalize    method, steps, schedule, coefficients, split, compute_dtype, distributed,
+                           comm_dtype, bucket_elements, overlap (orthogonalized optimizers only)
     optim.routing          roles (embeddings take AdamW) | ndim (every 2-D parameter takes the rule)
 
 Every default lives in configs/optim/*.yaml; these classes have none. ``optim_config`` checks every
@@ -24,12 +24,14 @@ from typing import Any
 from optim.adamw import ADAMW_IMPLS
 from optim.dtypes import check_dtype_name
 from optim.hparams import check_betas, check_in, check_int_at_least, check_nonnegative, check_positive, from_mapping
+from optim.orthogonalize.coefficients import SCHEDULES, iteration_schedule
 from optim.orthogonalize.newton_schulz import METHODS
+from optim.orthogonalize.split import SPLITS
 from optim.registry import registry_entry
 from optim.rules.base import RuleHParams
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
-DISTRIBUTED_MODES = ("sharded", "replicated")
+DISTRIBUTED_MODES = ("sharded", "replicated", "row_shards", "auto")
 ROUTINGS = ("roles", "ndim")
 GROUP_KEYS = ("lr", "weight_decay")  # of optim.matrix: the param group's, not the rule's
 
@@ -58,20 +60,30 @@ class AdamWHParams:
 class OrthogonalizeConfig:
     """The whole-matrix transform and how it is distributed (optim.orthogonalize)."""
 
-    method: str  # newton_schulz | svd
+    method: str  # newton_schulz | gram_newton_schulz | svd
     steps: int
+    schedule: str  # fixed (coefficients every step) | polar_express (optim/orthogonalize/coefficients.py)
     coefficients: tuple[float, float, float]
+    split: str  # none | qkv | heads (optim/orthogonalize/split.py)
     compute_dtype: str  # auto | float32 | bfloat16 | float64
-    distributed: str  # sharded | replicated
+    distributed: str  # sharded (owners) | replicated | row_shards | auto (optim/orthogonalize/exchange.py)
     comm_dtype: str
+    bucket_elements: int  # owner-mode exchange in buckets of about this many elements (0: one bucket)
+    overlap: bool  # the next bucket's all-to-all in flight during this bucket's transform
 
     def __post_init__(self) -> None:
         key = "optim.orthogonalize"
         check_in(f"{key}.method", self.method, METHODS)
         check_int_at_least(f"{key}.steps", self.steps, 1)
+        check_in(f"{key}.schedule", self.schedule, SCHEDULES)
+        iteration_schedule(self.schedule, self.steps, tuple(self.coefficients))  # [a, b, c] shape
+        check_in(f"{key}.split", self.split, SPLITS)
         check_dtype_name(f"{key}.compute_dtype", self.compute_dtype)
         check_dtype_name(f"{key}.comm_dtype", self.comm_dtype)
         check_in(f"{key}.distributed", self.distributed, DISTRIBUTED_MODES)
+        check_int_at_least(f"{key}.bucket_elements", self.bucket_elements, 0)
+        if not isinstance(self.overlap, bool):
+            raise ValueError(f"{key}.overlap must be true or false, got {self.overlap!r}")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,19 @@
 """Config dtype names -> torch dtypes, one resolver for every ``*_dtype`` key of the config.
 
-``auto`` means the device's fast, safe choice: bf16 on CUDA (tensor cores; the published Muon-family
-code runs Newton-Schulz in bf16) and fp32 elsewhere. Used by the Newton-Schulz compute dtype and the
-sharded exchange (optim.orthogonalize), and by FSDP2's mixed-precision policy (trainer.parallelize).
+``auto`` means the device's fast, safe choice, by what the hardware can do:
+
+    resolve_dtype           (trainer.compute_dtype, FSDP2 mixed precision, optim.orthogonalize.comm_dtype)
+                            bf16 on CUDA, fp32 elsewhere: autocast and bf16 parameters change the
+                            model's numerics, so CPUs keep fp32 unless asked.
+    resolve_matmul_dtype    (optim.orthogonalize.compute_dtype: the Newton-Schulz iteration, whose
+                            published code runs in bf16 and casts back) bf16 wherever bf16 matmul is
+                            fast: CUDA, and CPUs whose oneDNN GEMM runs bf16 natively (AMX tiles:
+                            Sapphire Rapids and later; AVX512-BF16: Cooper Lake, Zen 4 and later).
+                            Elsewhere fp32: on an AVX2 CPU (Zen 3) a bf16 matmul is >100x slower
+                            than fp32 (BENCHMARKS.md).
+
+The CPU check asks torch's own cpuinfo probe (``torch.cpu._is_amx_tile_supported`` and
+``_is_avx512_bf16_supported``), not a list of CPU models; tests mock ``cpu_has_fast_bf16``.
 """
 
 from __future__ import annotations
@@ -13,9 +24,29 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch
 DTYPE_NAMES = ("auto", *DTYPES)
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AMX tiles or AVX512-BF16)."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def bf16_matmul_is_fast(device: torch.device | str) -> bool:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return True  # every GPU this project targets (Ampere and later) has bf16 tensor cores
+    if device.type == "cpu":
+        return cpu_has_fast_bf16()
+    return False
+
+
 def auto_dtype(device: torch.device | str) -> torch.dtype:
-    """bf16 on CUDA, fp32 elsewhere (CPU)."""
+    """bf16 on CUDA, fp32 elsewhere (CPU): the storage / autocast / exchange default."""
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def auto_matmul_dtype(device: torch.device | str) -> torch.dtype:
+    """bf16 where bf16 matmul is fast (CUDA, AMX / AVX512-BF16 CPUs), fp32 elsewhere."""
+    return torch.bfloat16 if bf16_matmul_is_fast(device) else torch.float32
 
 
 def check_dtype_name(key: str, name: str) -> str:
@@ -26,6 +57,12 @@ def check_dtype_name(key: str, name: str) -> str:
 
 
 def resolve_dtype(name: str, device: torch.device | str, key: str) -> torch.dtype:
-    """Config value ``auto | float32 | bfloat16 | float64`` -> dtype (``auto`` = per device)."""
+    """Config value ``auto | float32 | bfloat16 | float64`` -> dtype (``auto``: ``auto_dtype``)."""
     check_dtype_name(key, name)
     return auto_dtype(device) if name == "auto" else DTYPES[name]
+
+
+def resolve_matmul_dtype(name: str, device: torch.device | str, key: str) -> torch.dtype:
+    """Like ``resolve_dtype``, with ``auto`` by bf16 matmul capability (``auto_matmul_dtype``)."""
+    check_dtype_name(key, name)
+    return auto_matmul_dtype(device) if name == "auto" else DTYPES[name]

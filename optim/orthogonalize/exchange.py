@@ -15,6 +15,19 @@ Each rank sends (W-1)/W of its M/W matrix elements in step 2 and receives as man
 2 (W-1)/W * M/W elements per rank per step, against (W-1)/W * M for gathering every matrix
 everywhere. The NS FLOPs per rank drop from F to about F/W.
 
+Overlap (``optim.orthogonalize.bucket_elements``, ``overlap``): steps 2-4 run per bucket of about
+``bucket_elements`` matrix elements (consecutive parameters, so every owner has work in most
+buckets); the gather of bucket b+1 and the return of bucket b are in flight (async collectives:
+NCCL on GPU, gloo on CPU) while the owner transforms bucket b. Each matrix's arithmetic is the same
+with or without overlap, so the results are bit-identical (tested).
+
+Row shards (``optim.orthogonalize.distributed: row_shards | auto``): the owner scheme never splits
+a matrix, so once W exceeds the number of matrices the busiest rank still runs a whole one. A tall
+matrix (GPT-2's c_attn, c_fc) can instead iterate on its row shards: its Gram matrix X^T X is a sum
+over them (one all-reduce of a cols x cols stack per step), the update X_r <- a X_r + X_r B is local
+(optim.orthogonalize.newton_schulz, ``gram_sum``). ``auto`` picks the mode per matrix with the cost
+model of optim.orthogonalize.cost_model; these iterations run while the first gather is in flight.
+
 ``ReplicatedOrthogonalizer`` is the comparison baseline (``optim.orthogonalize.distributed:
 replicated``): every rank gathers every matrix and orthogonalizes all of them.
 
@@ -24,18 +37,24 @@ Both speak the ``Orthogonalizer`` protocol of ``optim.orthogonalize.local``; the
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from optim.orthogonalize.cost_model import CPU_GLOO, CostModel, choose_modes
 from optim.orthogonalize.local import LocalOrthogonalizer
 from optim.orthogonalize.newton_schulz import newton_schulz_flops
+from optim.orthogonalize.row_shards import (
+    RowShardCollectives,
+    row_shard_flops,
+    row_split,
+    rows_from_transposed,
+    transposed_column_blocks,
+)
+from optim.orthogonalize.split import supports_row_shards
 
-
-def row_split(rows: int, world_size: int) -> list[int]:
-    """Rows per rank of a dim-0 shard, as torch.chunk (and so FSDP2) splits them."""
-    chunk = -(-rows // world_size)
-    return [max(0, min(chunk, rows - r * chunk)) for r in range(world_size)]
+ROW_SHARD_MODES = ("off", "all", "auto")
 
 
 def assign_owners(full_shapes: list[tuple[int, int]], world_size: int, cost_fn=None) -> list[int]:
@@ -74,6 +93,33 @@ def _unpack(buf: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tens
     return views
 
 
+def make_buckets(ids: list[int], full_shapes, bucket_elements: int) -> list[list[int]]:
+    """Consecutive matrices, up to ``bucket_elements`` each (at least one matrix; 0: one bucket)."""
+    buckets: list[list[int]] = []
+    size = 0
+    for i in ids:
+        numel = full_shapes[i][0] * full_shapes[i][1]
+        if not buckets or (bucket_elements and size + numel > bucket_elements):
+            buckets.append([])
+            size = 0
+        buckets[-1].append(i)
+        size += numel
+    return buckets
+
+
+class _Pending:
+    """An all-to-all in flight (or done, when not overlapping): its buffers and handle."""
+
+    def __init__(self, work, send_buf: torch.Tensor, recv_buf: torch.Tensor, recv_numel: list[int]):
+        self.work, self.send_buf, self.recv_buf, self.recv_numel = work, send_buf, recv_buf, recv_numel
+
+    def result(self) -> list[torch.Tensor]:
+        if self.work is not None:
+            self.work.wait()
+            self.work = None
+        return list(self.recv_buf.split(self.recv_numel))
+
+
 class _Exchange:
     """Shared by both distributed orthogonalizers: group, rank, split checks, one all_to_all."""
 
@@ -99,23 +145,27 @@ class _Exchange:
             splits.append(split)
         return splits
 
-    def _all_to_all(self, send: list[list[torch.Tensor]], recv_numel: list[int], device) -> list[torch.Tensor]:
-        """send[d]: tensors for rank d (flattened, concatenated). Returns the flat buffer from each rank."""
+    def _start(self, send: list[list[torch.Tensor]], recv_numel: list[int], device, async_op: bool = False) -> _Pending:
+        """One all_to_all: send[d] (tensors, flattened and concatenated) goes to rank d."""
         send_numel = [sum(t.numel() for t in parts) for parts in send]
         flat = [t.reshape(-1).to(self.comm_dtype) for parts in send for t in parts]
         send_buf = torch.cat(flat) if flat else torch.empty(0, dtype=self.comm_dtype, device=device)
         recv_buf = torch.empty(sum(recv_numel), dtype=self.comm_dtype, device=device)
-        dist.all_to_all_single(recv_buf, send_buf, recv_numel, send_numel, group=self.group)
+        work = dist.all_to_all_single(recv_buf, send_buf, recv_numel, send_numel, group=self.group, async_op=async_op)
         self.sent_elements += sum(n for d, n in enumerate(send_numel) if d != self.rank)
-        return list(recv_buf.split(recv_numel))
+        return _Pending(work, send_buf, recv_buf, recv_numel)
 
-    def _gather(self, blocks, splits, cols, receives) -> dict[int, torch.Tensor]:
+    def _start_gather(self, blocks, splits, cols, receives, async_op: bool = False) -> _Pending:
         """Whole matrices where they are needed: ``receives(d)`` lists the matrices rank d assembles.
         Every rank sends its row block of each of them to d; one all_to_all."""
         mine = receives(self.rank)
         send = [[blocks[i] for i in receives(d)] for d in range(self.world_size)]
         recv_numel = [sum(splits[i][s] * cols[i] for i in mine) for s in range(self.world_size)]
-        recv = self._all_to_all(send, recv_numel, blocks[0].device)
+        return self._start(send, recv_numel, blocks[0].device, async_op)
+
+    @staticmethod
+    def _assemble(recv: list[torch.Tensor], mine: list[int], splits, cols) -> dict[int, torch.Tensor]:
+        """The matrices ``mine`` from the row blocks received from every rank (in rank order)."""
         pieces: dict[int, list[torch.Tensor]] = defaultdict(list)
         for source, buf in enumerate(recv):
             for i, rows in zip(mine, _unpack(buf, [(splits[i][source], cols[i]) for i in mine])):
@@ -130,46 +180,134 @@ class _Exchange:
         return dict(zip(ids, results))
 
 
+@dataclass(frozen=True)
+class ExchangePlan:
+    """Per matrix: its mode ("owner" | "row_shards") and owner rank (-1 on row shards); the
+    owner-mode matrices in buckets (lists of matrix indices, in parameter order)."""
+
+    modes: tuple[str, ...]
+    owners: tuple[int, ...]
+    buckets: tuple[tuple[int, ...], ...]
+
+
 class ShardedOrthogonalizer(_Exchange):
-    """NS of each matrix once, on its owner rank (see the module docstring)."""
+    """Each matrix transformed once: on its owner rank, or on its row shards (see the module docstring).
 
-    def __init__(self, local: LocalOrthogonalizer, group=None, comm_dtype: torch.dtype = torch.float32):
+    ``bucket_elements``: owner-mode matrices travel in buckets of about this many elements (0: one
+    bucket); with ``overlap`` the all-to-all of bucket b+1 (and the return of bucket b) is in flight
+    while the transform runs on bucket b, and the row-shard iterations run while the first gather is
+    in flight. ``row_shards``: "off" (every matrix on an owner), "all" (every tall matrix the transform
+    can run on shards), "auto" (``cost_model.choose_modes`` decides per matrix).
+    """
+
+    def __init__(self, local: LocalOrthogonalizer, group=None, comm_dtype: torch.dtype = torch.float32,
+                 bucket_elements: int = 0, overlap: bool = True, row_shards: str = "off",
+                 cost_model: CostModel = CPU_GLOO):
         super().__init__(local, group, comm_dtype)
+        if row_shards not in ROW_SHARD_MODES:
+            raise ValueError(f"row_shards must be one of {ROW_SHARD_MODES}, got {row_shards!r}")
+        self.bucket_elements = bucket_elements
+        self.overlap = overlap
+        self.row_shards = row_shards
+        self.cost_model = cost_model
         self._plan_key: tuple | None = None
-        self.owners: list[int] = []
+        self._plan: ExchangePlan | None = None
+        self.reduced_elements = 0  # all-reduced by the row-shard iterations in the last step
 
-    def plan(self, full_shapes: list[tuple[int, int]]) -> list[int]:
+    @property
+    def owners(self) -> list[int]:
+        return list(self._plan.owners) if self._plan else []
+
+    def plan(self, full_shapes: list[tuple[int, int]]) -> ExchangePlan:
         key = tuple(map(tuple, full_shapes))
         if key != self._plan_key:  # the same matrices every step: computed once
-            self.owners = assign_owners(list(key), self.world_size, self.local.flops)
+            self._plan = self._make_plan(list(key))
             self._plan_key = key
-        return self.owners
+        return self._plan
+
+    def _make_plan(self, shapes: list[tuple[int, int]]) -> ExchangePlan:
+        transform = self.local.transform
+        def eligible(rows: int, cols: int) -> bool:
+            return supports_row_shards(transform, rows, cols)
+        if self.row_shards == "all":
+            modes = ["row_shards" if eligible(*s) else "owner" for s in shapes]
+        elif self.row_shards == "auto":
+            modes = choose_modes(shapes, self.world_size, self.local.flops, getattr(transform, "steps", 5),
+                                 eligible, self.cost_model)
+        else:
+            modes = ["owner"] * len(shapes)
+        owner_ids = [i for i, m in enumerate(modes) if m == "owner"]
+        owner_of = assign_owners([shapes[i] for i in owner_ids], self.world_size, self.local.flops)
+        owners = [-1] * len(shapes)
+        for i, rank in zip(owner_ids, owner_of):
+            owners[i] = rank
+        buckets = make_buckets(owner_ids, shapes, self.bucket_elements)
+        return ExchangePlan(tuple(modes), tuple(owners), tuple(map(tuple, buckets)))
 
     def orthogonalize_all(self, blocks, full_shapes):
         if not blocks:
             return []
-        self.sent_elements = self.ns_flops = 0
+        self.sent_elements = self.ns_flops = self.reduced_elements = 0
         W, me, device = self.world_size, self.rank, blocks[0].device
         splits = self._splits(blocks, full_shapes)
-        owners = self.plan(full_shapes)
-        owned_by = [[i for i, owner in enumerate(owners) if owner == d] for d in range(W)]
-        mine = owned_by[me]
+        plan = self.plan(full_shapes)
         cols = [shape[1] for shape in full_shapes]
+        owned = [[[i for i in bucket if plan.owners[i] == d] for d in range(W)] for bucket in plan.buckets]
 
-        # gather: my row block of matrix i goes to owner(i); I assemble the matrices I own
-        orthos = self._orthogonalize_whole(self._gather(blocks, splits, cols, owned_by.__getitem__), full_shapes)
+        def start_gather(b: int) -> _Pending:  # my row block of matrix i goes to owner(i)
+            return self._start_gather(blocks, splits, cols, owned[b].__getitem__, self.overlap)
 
-        # return: rank d's rows of each of my results go back to d
-        row_starts = {i: [sum(splits[i][:d]) for d in range(W)] for i in mine}
-        send = [[orthos[i][row_starts[i][d]:row_starts[i][d] + splits[i][d]] for i in mine] for d in range(W)]
-        recv_numel = [sum(splits[i][me] * cols[i] for i in owned_by[s]) for s in range(W)]
-        recv = self._all_to_all(send, recv_numel, device)
         out: list[torch.Tensor | None] = [None] * len(blocks)
-        for source, buf in enumerate(recv):
-            theirs = owned_by[source]
-            for i, rows in zip(theirs, _unpack(buf, [(splits[i][me], cols[i]) for i in theirs])):
-                out[i] = rows.to(blocks[i].dtype)
+        gathers = {0: start_gather(0)} if plan.buckets else {}
+        self._transform_row_shards(blocks, full_shapes, plan, splits, out)  # while the first gather flies
+        returns = []
+        for b in range(len(plan.buckets)):
+            recv = gathers.pop(b).result()
+            if b + 1 < len(plan.buckets):
+                gathers[b + 1] = start_gather(b + 1)
+            mine = owned[b][me]
+            orthos = self._orthogonalize_whole(self._assemble(recv, mine, splits, cols), full_shapes)
+            # return: rank d's rows of each of my results go back to d
+            starts = {i: [sum(splits[i][:d]) for d in range(W)] for i in mine}
+            send = [[orthos[i][starts[i][d]:starts[i][d] + splits[i][d]] for i in mine] for d in range(W)]
+            recv_numel = [sum(splits[i][me] * cols[i] for i in owned[b][s]) for s in range(W)]
+            returns.append((b, self._start(send, recv_numel, device, self.overlap)))
+        for b, pending in returns:
+            for source, buf in enumerate(pending.result()):
+                theirs = owned[b][source]
+                for i, rows in zip(theirs, _unpack(buf, [(splits[i][me], cols[i]) for i in theirs])):
+                    out[i] = rows.to(blocks[i].dtype)
         return out
+
+    def _transform_row_shards(self, blocks, full_shapes, plan: ExchangePlan, splits, out) -> None:
+        """Row-shard matrices (optim.orthogonalize.row_shards), batched by shape: wide ones re-sharded
+        by columns and transposed first, then every stack iterates with the Gram sums over the group."""
+        ids = [i for i, mode in enumerate(plan.modes) if mode == "row_shards"]
+        if not ids:
+            return
+        W, me, device = self.world_size, self.rank, blocks[0].device
+        def all_to_all(send, recv_numel):
+            return self._start(send, recv_numel, device).result()
+        wide = [i for i in ids if full_shapes[i][0] < full_shapes[i][1]]
+        local_blocks = {i: blocks[i] for i in ids if i not in wide}
+        local_blocks.update(transposed_column_blocks(blocks, wide, splits, full_shapes, me, W, all_to_all) if wide else {})
+        collectives = RowShardCollectives(self.group, me, W)
+        transform = self.local.transform
+        results: dict[int, torch.Tensor] = {}
+        by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i in ids:
+            by_shape[tuple(sorted(full_shapes[i], reverse=True))].append(i)  # (long side, short side)
+        for (_, short), group in by_shape.items():
+            stack = torch.stack([local_blocks[i] for i in group])
+            result = transform.row_sharded(stack, collectives)
+            steps = getattr(transform, "steps", 5)
+            self.ns_flops += len(group) * row_shard_flops(stack.shape[1], short, steps, W, me)
+            results.update(zip(group, result.unbind(0)))
+        if wide:
+            results.update(rows_from_transposed({i: results[i] for i in wide}, splits, full_shapes, me, W, all_to_all))
+        for i in ids:
+            out[i] = results[i].to(blocks[i].dtype)
+        self.reduced_elements += collectives.reduced_elements
 
 
 class ReplicatedOrthogonalizer(_Exchange):
@@ -183,6 +321,7 @@ class ReplicatedOrthogonalizer(_Exchange):
         splits = self._splits(blocks, full_shapes)
         cols = [shape[1] for shape in full_shapes]
         everything = list(range(len(blocks)))
-        orthos = self._orthogonalize_whole(self._gather(blocks, splits, cols, lambda rank: everything), full_shapes)
+        recv = self._start_gather(blocks, splits, cols, lambda rank: everything).result()
+        orthos = self._orthogonalize_whole(self._assemble(recv, everything, splits, cols), full_shapes)
         start = [sum(split[:me]) for split in splits]
         return [orthos[i][start[i]:start[i] + splits[i][me]].to(blocks[i].dtype) for i in range(len(blocks))]

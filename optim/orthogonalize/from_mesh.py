@@ -5,8 +5,9 @@ Under FSDP2 the parameters are DTensors sharded on dim 0 over the mesh's ``dp_sh
 (the whole mesh when it is 1-D; with HSDP, ``(dp_replicate, dp_shard)``, replicas hold identical
 shards, so reductions and the NS exchange run within the shard group only):
 
-    orthogonalizer  ShardedOrthogonalizer (default, ``optim.orthogonalize.distributed: sharded``)
-                    or ReplicatedOrthogonalizer (``replicated``, the baseline)
+    orthogonalizer  ShardedOrthogonalizer (default, ``optim.orthogonalize.distributed: sharded``: owners;
+                    ``row_shards``: tall matrices on their row shards; ``auto``: per matrix by the cost
+                    model) or ReplicatedOrthogonalizer (``replicated``, the baseline)
     reduce_sum      all-reduce SUM over the shard group: a statistic summed over row blocks equals
                     the one of the whole matrix (exact, not a per-shard approximation)
     reduce_max      all-reduce MAX over the same group (diagnostics only)
@@ -21,7 +22,9 @@ import torch
 import torch.distributed as dist
 
 from optim.dtypes import resolve_dtype
+from optim.orthogonalize.cost_model import default_cost_model
 from optim.orthogonalize.exchange import ReplicatedOrthogonalizer, ShardedOrthogonalizer
+from optim.orthogonalize.split import SplitRows
 from optim.orthogonalize.local import LocalOrthogonalizer, MatrixTransform, Orthogonalizer, newton_schulz_from_config
 from optim.rules.base import ReduceFn, identity_reduce
 
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     from optim.config import OrthogonalizeConfig
 
 SHARD_DIM = "dp_shard"
+ROW_SHARDS_OF_MODE = {"sharded": "off", "row_shards": "all", "auto": "auto"}  # optim.orthogonalize.distributed
 
 
 @dataclass(frozen=True)
@@ -61,18 +65,31 @@ def _all_reduce(op: dist.ReduceOp, group: dist.ProcessGroup) -> ReduceFn:
 
 
 def build_distribution(
-    config: OrthogonalizeConfig, device: torch.device, mesh: Any = None, transform: MatrixTransform | None = None
+    config: OrthogonalizeConfig, device: torch.device, mesh: Any = None, transform: MatrixTransform | None = None,
+    n_head: int | None = None,
 ) -> MatrixDistribution:
     """The orthogonalizer and reductions for ``optim.orthogonalize`` on ``mesh``. ``transform``: the
-    rule's whole-matrix transform (default: the configured Newton-Schulz)."""
-    local = LocalOrthogonalizer(transform=transform or newton_schulz_from_config(config, device))
+    rule's whole-matrix transform (default: the configured Newton-Schulz); ``n_head``: the model's,
+    for ``split: heads``."""
+    transform = transform or newton_schulz_from_config(config, device)
+    if config.split != "none":
+        transform = SplitRows(transform, config.split, n_head)
+    local = LocalOrthogonalizer(transform=transform)
     group = shard_group(mesh)
     if group is None:
         return MatrixDistribution(orthogonalizer=local)
-    exchange = ShardedOrthogonalizer if config.distributed == "sharded" else ReplicatedOrthogonalizer
     comm_dtype = resolve_dtype(config.comm_dtype, device, "optim.orthogonalize.comm_dtype")
+    if config.distributed == "replicated":
+        exchange = ReplicatedOrthogonalizer(local, group, comm_dtype)
+    else:
+        world_size = dist.get_world_size(group)
+        exchange = ShardedOrthogonalizer(
+            local, group, comm_dtype, bucket_elements=config.bucket_elements, overlap=config.overlap,
+            row_shards=ROW_SHARDS_OF_MODE[config.distributed],
+            cost_model=default_cost_model(torch.device(device).type, world_size),
+        )
     return MatrixDistribution(
-        orthogonalizer=exchange(local, group, comm_dtype),
+        orthogonalizer=exchange,
         reduce_sum=_all_reduce(dist.ReduceOp.SUM, group),
         reduce_max=_all_reduce(dist.ReduceOp.MAX, group),
     )

@@ -25,9 +25,17 @@ from typing import Protocol
 
 import torch
 
-from optim.dtypes import resolve_dtype
+from optim.dtypes import resolve_matmul_dtype
 from optim.hparams import check_in, check_int_at_least
-from optim.orthogonalize.newton_schulz import METHODS, NS_COEFFICIENTS, newton_schulz_flops, orthogonalize
+from optim.orthogonalize.coefficients import iteration_schedule
+from optim.orthogonalize.newton_schulz import (
+    METHODS,
+    NS_COEFFICIENTS,
+    method_flops,
+    newton_schulz_iterate,
+    orthogonalize,
+    per_step_triplets,
+)
 
 
 class MatrixTransform(Protocol):
@@ -38,18 +46,31 @@ class MatrixTransform(Protocol):
 
 @dataclass(frozen=True)
 class NewtonSchulz:
-    """Quintic Newton-Schulz (or the exact polar factor, ``method="svd"``) as a MatrixTransform."""
+    """Quintic Newton-Schulz (plain or Gram form, or the exact polar factor, ``method="svd"``) as a
+    MatrixTransform. ``coefficients``: one triplet for every step, or one per step (a schedule of
+    optim.orthogonalize.coefficients); ``norm_scale``: the schedule's normalization safety factor."""
 
     steps: int
-    coefficients: tuple[float, float, float]
+    coefficients: tuple
     compute_dtype: torch.dtype
     method: str = "newton_schulz"
+    norm_scale: float = 1.0
 
     def __call__(self, stack: torch.Tensor) -> torch.Tensor:
-        return orthogonalize(stack, self.steps, self.coefficients, self.compute_dtype, self.method)
+        return orthogonalize(stack, self.steps, self.coefficients, self.compute_dtype, self.method, self.norm_scale)
 
     def flops(self, rows: int, cols: int) -> int:
-        return newton_schulz_flops(rows, cols, self.steps)
+        return method_flops(self.method, rows, cols, self.steps)
+
+    def supports_row_shards(self, rows: int, cols: int) -> bool:
+        """Any matrix can iterate on shards of its long side (the Gram matrix is a sum over them)."""
+        return self.method != "svd"
+
+    def row_sharded(self, block: torch.Tensor, shards) -> torch.Tensor:
+        """The plain quintic on a stack of row blocks (rows >= cols overall); ``shards``: a RowShards."""
+        triplets = per_step_triplets(self.coefficients, self.steps)
+        out = newton_schulz_iterate(block, triplets, self.compute_dtype, self.norm_scale, True, shards)
+        return out.to(block.dtype)
 
 
 class Orthogonalizer(Protocol):
@@ -60,9 +81,12 @@ class Orthogonalizer(Protocol):
 
 def newton_schulz_from_config(orth, device: torch.device) -> NewtonSchulz:
     """The Newton-Schulz of ``optim.orthogonalize`` (an OrthogonalizeConfig) on ``device``."""
+    schedule = iteration_schedule(orth.schedule, orth.steps, tuple(orth.coefficients))
+    fixed = orth.schedule == "fixed"
     return NewtonSchulz(
-        steps=orth.steps, coefficients=tuple(orth.coefficients), method=orth.method,
-        compute_dtype=resolve_dtype(orth.compute_dtype, device, "optim.orthogonalize.compute_dtype"),
+        steps=orth.steps, coefficients=schedule.triplets[0] if fixed else schedule.triplets, method=orth.method,
+        compute_dtype=resolve_matmul_dtype(orth.compute_dtype, device, "optim.orthogonalize.compute_dtype"),
+        norm_scale=schedule.norm_scale,
     )
 
 

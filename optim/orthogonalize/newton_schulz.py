@@ -1,33 +1,59 @@
-"""Orthogonalization of matrix updates: quintic Newton-Schulz (Muon) and an exact-SVD mode.
+"""Orthogonalization of matrix updates: quintic Newton-Schulz (Muon), its Gram form, and exact SVD.
 
 Quintic Newton-Schulz as in Keller Jordan's Muon (github.com/KellerJordan/Muon, muon.py,
 ``zeropower_via_newtonschulz5``):
 
-    X = X / (||X||_F + 1e-7)                      (per matrix: spectral norm <= 1)
-    repeat `steps` times (wide orientation, rows <= cols):
-        A = X X^T;  B = b A + c A A;  X = a X + B X       (a, b, c) = (3.4445, -4.7750, 2.0315)
+    X = X / (s ||X||_F + 1e-7)                    (per matrix: spectral norm <= 1; s = 1, or the
+                                                   schedule's safety factor: Polar Express 1.01)
+    for each step t (wide orientation, rows <= cols):
+        A = X X^T;  B = b_t A + c_t A A;  X = a_t X + B X
 
-Tall matrices (rows > cols) are orthogonalized through their transpose. Instead of materializing
-X^T, we run the identical iteration in the "right" form  A = X^T X;  X = a X + X B  (B is symmetric,
-so (a X^T + B X^T)^T = a X + X B): same math, no transpose copies, the small Gram matrix either way.
+with one triplet repeated (Jordan's (3.4445, -4.7750, 2.0315)) or a per-step schedule
+(optim.orthogonalize.coefficients: Polar Express). Tall matrices (rows > cols) are orthogonalized
+through their transpose. Instead of materializing X^T, we run the identical iteration in the "right"
+form  A = X^T X;  X = a X + X B  (B is symmetric, so (a X^T + B X^T)^T = a X + X B): same math, no
+transpose copies, the small Gram matrix either way. In the right form the Gram matrix is a sum over
+row blocks, A = sum_r X_r^T X_r, so the iteration can also run on the row shards of a distributed
+matrix: A all-reduced each step, B = b A + c A A computed a slice of rows per rank (``shards``,
+a ``RowShards``; optim.orthogonalize.exchange).
 
-The quintic with these coefficients does not converge to U V^T: it maps every singular value of the
+The quintic with Jordan's coefficients does not converge to U V^T: it maps every singular value of the
 normalized input into a band around 1 (measured in tests/test_newton_schulz.py), which is what Muon
-uses. ``method="svd"`` returns the exact polar factor U V^T (tests, NAMO's ``use_exact_svd``).
+uses. ``method="gram_newton_schulz"`` runs the same polynomial on the small Gram matrix
+(optim.orthogonalize.gram_newton_schulz; for matrices with max/min >= 2, where it saves FLOPs,
+the plain iteration otherwise); ``method="svd"`` returns the exact polar factor U V^T.
 
 Speed on CPU: the loop reuses three preallocated buffers and calls ``baddbmm``/``bmm`` with ``out=``
-(no allocation, no transposed copies), so the time is the three matmuls per step; the default is fp32 on
-CPUs (exact against the reference vectors; bf16 is faster only on CPUs with AMX, see BENCHMARKS.md)
-and bf16 on GPUs as in the published code (``optim.dtypes.resolve_dtype``).
+(no allocation, no transposed copies), so the time is the three matmuls per step. The compute dtype
+comes from ``optim.dtypes`` (``auto``: bf16 where bf16 matmul is fast, as in the published code).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 import torch
 
-NS_COEFFICIENTS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
+from optim.orthogonalize.coefficients import JORDAN, Triplet
+from optim.orthogonalize.gram_newton_schulz import gram_newton_schulz, gram_newton_schulz_flops, gram_pays_off
+
+NS_COEFFICIENTS: Triplet = JORDAN
 NS_EPS = 1e-7
-METHODS = ("newton_schulz", "svd")
+METHODS = ("newton_schulz", "gram_newton_schulz", "svd")
+
+
+
+class RowShards(Protocol):
+    """The collectives of an iteration on row shards (one process needs none of them)."""
+
+    def sum_(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over the row shards, in place."""
+        ...
+
+    def polynomial_(self, A: torch.Tensor, b: float, c: float, out: torch.Tensor) -> torch.Tensor:
+        """out = b A + c A A for the replicated Gram stack A (its rows may be split over ranks)."""
+        ...
 
 
 def newton_schulz_flops(rows: int, cols: int, steps: int = 5) -> int:
@@ -39,17 +65,41 @@ def newton_schulz_flops(rows: int, cols: int, steps: int = 5) -> int:
     return steps * (4 * m * m * n + 2 * m * m * m)
 
 
+def method_flops(method: str, rows: int, cols: int, steps: int) -> int:
+    """FLOPs of ``orthogonalize(method=...)`` on one matrix (svd: counted as 0, tests only)."""
+    if method == "svd":
+        return 0
+    if method == "gram_newton_schulz" and gram_pays_off(rows, cols):
+        return gram_newton_schulz_flops(rows, cols, steps)
+    return newton_schulz_flops(rows, cols, steps)
+
+
+def per_step_triplets(coefficients: Triplet | Sequence[Triplet], steps: int) -> tuple[Triplet, ...]:
+    """One (a, b, c) repeated ``steps`` times, or a schedule of exactly ``steps`` triplets."""
+    if steps < 1:
+        raise ValueError(f"optim.orthogonalize.steps must be an integer >= 1, got {steps}")
+    items = list(coefficients)
+    if items and not isinstance(items[0], (tuple, list)):
+        items = [tuple(items)] * steps
+    triplets = tuple(tuple(float(c) for c in t) for t in items)
+    if len(triplets) != steps or any(len(t) != 3 for t in triplets):
+        raise ValueError(f"coefficients must be one [a, b, c] or {steps} of them (one per step), got {coefficients}")
+    return triplets
+
+
 def orthogonalize(
     X: torch.Tensor,
     steps: int = 5,
-    coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
+    coefficients: Triplet | Sequence[Triplet] = NS_COEFFICIENTS,
     compute_dtype: torch.dtype = torch.float32,
     method: str = "newton_schulz",
+    norm_scale: float = 1.0,
 ) -> torch.Tensor:
     """Orthogonalize one matrix (rows, cols) or a stack (batch, rows, cols) of same-shape matrices.
 
-    Every matrix of the stack is normalized by its own Frobenius norm. Returns a new tensor in the
-    dtype of ``X`` (the input is never modified).
+    Every matrix of the stack is normalized by its own Frobenius norm (times ``norm_scale``).
+    ``coefficients``: one triplet for every step, or one per step. Returns a new tensor in the dtype
+    of ``X`` (the input is never modified).
     """
     if X.ndim not in (2, 3):
         raise ValueError(f"orthogonalize expects a matrix or a stack of matrices, got shape {tuple(X.shape)}")
@@ -60,9 +110,12 @@ def orthogonalize(
     if method == "svd":
         out = _polar_factor_svd(Y)
     else:
-        if steps < 1:
-            raise ValueError(f"optim.orthogonalize.steps must be an integer >= 1, got {steps}")
-        out = _newton_schulz(Y, steps, coefficients, compute_dtype)
+        triplets = per_step_triplets(coefficients, steps)
+        rows, cols = Y.shape[-2:]
+        if method == "gram_newton_schulz" and gram_pays_off(rows, cols):
+            out = gram_newton_schulz(normalized(Y, compute_dtype, norm_scale), triplets)
+        else:  # the plain iteration (also the Gram method's choice for near-square matrices)
+            out = newton_schulz_iterate(Y, triplets, compute_dtype, norm_scale, right_form=rows > cols)
     out = out.to(X.dtype)
     return out.squeeze(0) if single else out
 
@@ -73,24 +126,47 @@ def _polar_factor_svd(Y: torch.Tensor) -> torch.Tensor:
     return U @ Vh
 
 
-def _newton_schulz(
-    Y: torch.Tensor, steps: int, coefficients: tuple[float, float, float], compute_dtype: torch.dtype
-) -> torch.Tensor:
-    a, b, c = coefficients
-    rows, cols = Y.shape[-2:]
-    tall = rows > cols
-    # Normalize in the compute dtype; `torch.div` allocates the working copy (input untouched).
+def normalized(Y: torch.Tensor, compute_dtype: torch.dtype, norm_scale: float, shards: RowShards | None = None):
+    """Y / (norm_scale ||Y||_F + eps) per matrix, in ``compute_dtype`` (a new tensor). With
+    ``shards`` the squared norm is summed over the row shards first."""
     X = Y.to(compute_dtype)
-    norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True)
-    X = torch.div(X, norm.add_(NS_EPS)).contiguous()
+    if shards is None:
+        norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True)
+    else:
+        norm = shards.sum_(X.float().square().sum(dim=(-2, -1), keepdim=True)).sqrt().to(compute_dtype)
+    if norm_scale != 1.0:
+        norm = norm.mul_(norm_scale)
+    return torch.div(X, norm.add_(NS_EPS)).contiguous()
+
+
+def newton_schulz_iterate(
+    Y: torch.Tensor,
+    triplets: Sequence[Triplet],
+    compute_dtype: torch.dtype,
+    norm_scale: float = 1.0,
+    right_form: bool = False,
+    shards: RowShards | None = None,
+) -> torch.Tensor:
+    """The quintic on a stack Y (batch, rows, cols), in ``compute_dtype``.
+
+    ``right_form``: iterate as A = X^T X, X <- a X + X B (for tall matrices). ``shards`` (right form
+    only): Y is a row block of a taller matrix; the (batch, cols, cols) Gram matrix and the squared
+    norm are summed over the row blocks, so every block follows the whole matrix's iteration."""
+    if shards is not None and not right_form:
+        raise ValueError("a row-sharded Newton-Schulz needs the right form (rows >= cols)")
+    rows, cols = Y.shape[-2:]
+    X = normalized(Y, compute_dtype, norm_scale, shards)
     X_next = torch.empty_like(X)
-    k = cols if tall else rows  # size of the (small) Gram matrix
+    k = cols if right_form else rows  # size of the (small) Gram matrix
     A = X.new_empty(X.shape[0], k, k)
     B = torch.empty_like(A)
-    for _ in range(steps):
-        if tall:  # right form on X (rows > cols): A = X^T X, X <- a X + X B
+    for a, b, c in triplets:
+        if right_form:  # A = X^T X, X <- a X + X B
             torch.bmm(X.mT, X, out=A)
-            torch.baddbmm(A, A, A, beta=b, alpha=c, out=B)
+            if shards is None:
+                torch.baddbmm(A, A, A, beta=b, alpha=c, out=B)
+            else:
+                shards.polynomial_(shards.sum_(A), b, c, out=B)
             torch.baddbmm(X, X, B, beta=a, out=X_next)
         else:  # left form: A = X X^T, X <- a X + B X
             torch.bmm(X, X.mT, out=A)

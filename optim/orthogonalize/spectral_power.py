@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from optim.orthogonalize.newton_schulz import NS_COEFFICIENTS, newton_schulz_flops, orthogonalize
+from optim.orthogonalize.split import row_pieces, transform_row_blocks
 
 POWERS = (1.0, 0.5, 0.25, 0.0)
 
@@ -80,15 +81,14 @@ class SpectralPower:
     symmetrize_every: int
     split_qkv: bool
     compute_dtype: torch.dtype  # p = 0 only; fractional powers run in the input's dtype (>= fp32)
-    coefficients: tuple[float, float, float] = NS_COEFFICIENTS
+    coefficients: tuple = NS_COEFFICIENTS  # p = 0: one triplet, or one per step (a schedule)
     method: str = "coupled_newton"  # or "svd" (exact, float64; tests)
+    norm_scale: float = 1.0  # p = 0: the schedule's normalization safety factor
 
     def __call__(self, stack: torch.Tensor) -> torch.Tensor:
-        batch, rows, cols = stack.shape
-        if self.split_qkv and rows == 3 * cols:  # q, k, v row blocks, each its own matrix
-            blocks = self._apply(stack.reshape(batch * 3, cols, cols))
-            return blocks.reshape(batch, rows, cols)
-        return self._apply(stack)
+        rows, cols = stack.shape[-2:]
+        pieces = row_pieces(rows, cols, "qkv" if self.split_qkv else "none", None)  # q, k, v: own matrices
+        return transform_row_blocks(stack, pieces, self._apply)
 
     def _apply(self, stack: torch.Tensor) -> torch.Tensor:
         rows, cols = stack.shape[-2:]
@@ -98,7 +98,8 @@ class SpectralPower:
         if self.method == "svd":
             return (svd_power(stack, self.power) * shape_factor).to(stack.dtype)
         if self.power == 0.0:
-            return orthogonalize(stack, self.iters, self.coefficients, self.compute_dtype) * shape_factor
+            out = orthogonalize(stack, self.iters, self.coefficients, self.compute_dtype, norm_scale=self.norm_scale)
+            return out * shape_factor
         work = stack.to(torch.promote_types(stack.dtype, torch.float32))
         for _ in range(2 if self.power == 0.25 else 1):
             work = half_power(work, self.iters, self.ridge_eps, self.ridge_trace, self.symmetrize_every)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from optim.dtypes import resolve_dtype
+from optim.dtypes import resolve_matmul_dtype
 from optim.hparams import check_beta, check_in, check_positive
 from optim.orthogonalize.local import NewtonSchulz, newton_schulz_from_config
 from optim.rules.base import MatrixContext, MatrixRule, MatrixStats, RuleHParams, nesterov_momentum_
@@ -83,7 +83,7 @@ class AuONRule(MatrixRule[AuONHParams, None, AuONStats]):
     def transform(self, orthogonalize_config, device: torch.device) -> NewtonSchulz:
         """The hybrid's Newton-Schulz; called once by the build, which also fixes the dtype that
         paper2025 casts the momentum to (the script's bf16) from ``optim.orthogonalize.compute_dtype``."""
-        self.cast_dtype = resolve_dtype(orthogonalize_config.compute_dtype, device, "optim.orthogonalize.compute_dtype")
+        self.cast_dtype = resolve_matmul_dtype(orthogonalize_config.compute_dtype, device, "optim.orthogonalize.compute_dtype")
         return newton_schulz_from_config(orthogonalize_config, device)
 
     def before_orthogonalize(self, state, grad, ctx: MatrixContext) -> tuple[torch.Tensor, None]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from optim.dtypes import resolve_dtype
+from optim.dtypes import resolve_matmul_dtype
 from optim.hparams import check_beta, check_int_at_least, check_nonnegative, check_positive
 from optim.orthogonalize.local import newton_schulz_from_config
 from optim.orthogonalize.spectral_power import POWERS, SpectralPower
@@ -104,8 +104,8 @@ class _SpectralRule(MatrixRule):
         return SpectralPower(
             power=float(self.hp.power), iters=ns.steps, ridge_eps=self.hp.ridge_eps,
             ridge_trace=self.hp.ridge_trace, symmetrize_every=self.hp.symmetrize_every,
-            split_qkv=self.hp.split_qkv, coefficients=ns.coefficients,
-            compute_dtype=resolve_dtype(orthogonalize_config.compute_dtype, device, "optim.orthogonalize.compute_dtype"),
+            split_qkv=self.hp.split_qkv, coefficients=ns.coefficients, norm_scale=ns.norm_scale,
+            compute_dtype=resolve_matmul_dtype(orthogonalize_config.compute_dtype, device, "optim.orthogonalize.compute_dtype"),
             method="svd" if ns.method == "svd" else "coupled_newton",
         )
 

@@ -1,0 +1,80 @@
+"""Split-QKV / per-head orthogonalization (``optim.orthogonalize.split``): a whole-matrix transform
+applied to equal row blocks of GPT-2's attention input projection.
+
+    none    every matrix whole (the published Muon / NAMO code)
+    qkv     c_attn (3d, d) as three (d, d) matrices: q, k and v (modded-nanogpt practice, and the
+            BeyondMuon code's split for the spectral powers)
+    heads   c_attn as 3 n_head matrices of (d / n_head, d): each head's q, k and v rows
+
+c_attn is the only matrix of GPT-2 with rows = 3 cols (nn.Linear layout (out, in)), so the split is
+chosen by shape. It happens where the whole matrix is: on the owner rank of the sharded exchange
+(or in the one process), after the row shards are gathered. So it works at any world size and with
+any row split of FSDP2 (12 heads on 8 ranks, shards that cut through a head), through the same
+exchange, and gives what one process gives. The owner balancing counts the split transform's FLOPs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+SPLITS = ("none", "qkv", "heads")
+
+
+def row_pieces(rows: int, cols: int, split: str, n_head: int | None) -> int:
+    """Into how many equal row blocks a rows x cols matrix is transformed (1: whole)."""
+    if split == "none" or rows != 3 * cols:
+        return 1
+    if split == "qkv":
+        return 3
+    if not n_head or cols % n_head:
+        raise ValueError(f"optim.orthogonalize.split=heads needs model.n_head dividing {cols}, got {n_head}")
+    return 3 * n_head
+
+
+def transform_row_blocks(stack: torch.Tensor, pieces: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``fn`` on the ``pieces`` equal row blocks of every matrix of ``stack`` (batch, rows, cols),
+    as one batch of (batch * pieces) matrices; reassembled in place of the rows they came from."""
+    if pieces == 1:
+        return fn(stack)
+    batch, rows, cols = stack.shape
+    return fn(stack.reshape(batch * pieces, rows // pieces, cols)).reshape(batch, rows, cols)
+
+
+@dataclass(frozen=True)
+class SplitRows:
+    """A MatrixTransform on the row blocks that ``split`` selects (see the module docstring)."""
+
+    inner: object  # a MatrixTransform
+    split: str
+    n_head: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"optim.orthogonalize.split must be one of {list(SPLITS)}, got '{self.split}'")
+        if self.split == "heads" and (not isinstance(self.n_head, int) or self.n_head < 1):
+            raise ValueError("optim.orthogonalize.split=heads needs the model's n_head (build_optimizer passes it)")
+
+    def pieces(self, rows: int, cols: int) -> int:
+        return row_pieces(rows, cols, self.split, self.n_head)
+
+    def __call__(self, stack: torch.Tensor) -> torch.Tensor:
+        return transform_row_blocks(stack, self.pieces(*stack.shape[-2:]), self.inner)
+
+    def flops(self, rows: int, cols: int) -> int:
+        pieces = self.pieces(rows, cols)
+        return pieces * self.inner.flops(rows // pieces, cols)
+
+    def supports_row_shards(self, rows: int, cols: int) -> bool:
+        return self.pieces(rows, cols) == 1 and supports_row_shards(self.inner, rows, cols)
+
+    def row_sharded(self, block: torch.Tensor, shards) -> torch.Tensor:
+        return self.inner.row_sharded(block, shards)
+
+
+def supports_row_shards(transform, rows: int, cols: int) -> bool:
+    """Whether ``transform`` can run on the shards of a rows x cols matrix (the row_shards mode)."""
+    probe = getattr(transform, "supports_row_shards", None)
+    return bool(probe and probe(rows, cols))

@@ -1,0 +1,109 @@
+"""Every distribution mode of the Muon family equals one process (real gloo ranks, fp32), and the
+overlapped exchange is bit-identical to the blocking one (optim/orthogonalize/exchange.py).
+
+Modes: owners in one bucket (sharded), replicated, row shards (tall matrices iterate on their row
+blocks, the Gram matrix all-reduced), auto (the cost model's per-matrix choice; auto_rows: a cost
+model under which row shards win, so the mix really runs), buckets with and without overlap,
+split-QKV and per-head transforms (c_attn of the odd GPT: 45 x 15, 3 heads of 5 rows; at W = 4 the
+row shards 12/12/12/9 cut through heads), the Polar Express schedule and Gram Newton-Schulz.
+The models and the W = 1 reference are those of tests/test_fsdp_equivalence.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from optim.orthogonalize.cost_model import CPU_GLOO, H100_CLUSTER, H100_NODE, choose_modes, predict_step
+from optim.orthogonalize.newton_schulz import newton_schulz_flops
+from tests.spawn_ranks import run_ranks
+from tests.test_fsdp_equivalence import GPT2_124M, check_equal, distributed_worker, train
+
+MATRIX_OPTIMIZERS = ("muon", "namo", "namo_d", "adago", "normuon", "spectral_msgd", "spectral_adam", "auon+hybrid")
+MODES = ("sharded", "replicated", "row_shards", "auto", "auto_rows")
+STEPS = 5  # quintic steps (configs/optim/shared/orthogonalize.yaml)
+
+
+def references(cases):
+    return {case: train(case[0], case[1], variant=case[2]) for case in cases}
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_every_mode_and_matrix_optimizer_equals_one_process(world_size):
+    cases = [("gpt", name, mode) for name in MATRIX_OPTIMIZERS for mode in MODES]
+    cases += [("mlp", "muon", mode) for mode in MODES]
+    ranks = run_ranks(distributed_worker, world_size, cases)
+    refs = references({(c[0], c[1], "sharded") for c in cases})
+    for case in cases:
+        check_equal(case, refs[(case[0], case[1], "sharded")], ranks)
+    # the modes really differ: every Newton-Schulz matrix ran on its shards (the wide 15 x 60 through
+    # the column re-shard); the spectral powers cannot (their transform needs whole matrices)
+    assert set(ranks[0][("gpt", "muon", "row_shards")][1]["modes"]) == {"row_shards"}
+    assert set(ranks[0][("gpt", "spectral_adam", "row_shards")][1]["modes"]) == {"owner"}
+    assert "row_shards" in ranks[0][("gpt", "muon", "auto_rows")][1]["modes"]
+    assert set(ranks[0][("gpt", "muon", "auto")][1]["modes"]) == {"owner"}  # tiny matrices: latency wins
+
+
+def test_overlap_is_bit_identical_to_the_blocking_exchange_and_to_one_bucket():
+    cases = [("gpt", name, variant) for name in ("muon", "normuon") for variant in ("overlap", "serial", "sharded")]
+    ranks = run_ranks(distributed_worker, 4, cases)
+    for name in ("muon", "normuon"):
+        assert ranks[0][("gpt", name, "overlap")][1]["buckets"] > 1  # really bucketed
+        for rank in ranks:
+            overlap, serial, one = (rank[("gpt", name, v)][0] for v in ("overlap", "serial", "sharded"))
+            for key in overlap:
+                assert torch.equal(overlap[key], serial[key]), (name, key)
+                assert torch.equal(overlap[key], one[key]), (name, key)
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_split_schedule_and_gram_variants_equal_one_process(world_size):
+    cases = [("gpt", name, variant) for name in ("muon", "namo_d", "spectral_msgd+p0")
+             for variant in ("qkv", "heads", "polar_express", "gram")]
+    ranks = run_ranks(distributed_worker, world_size, cases)
+    refs = references(cases)
+    for case in cases:
+        check_equal(case, refs[case], ranks)
+    # the split changed the update (the test is not vacuous)
+    plain = train("gpt", "muon")[0]
+    assert any(not torch.allclose(refs[("gpt", "muon", "heads")][0][k], v, atol=1e-6) for k, v in plain.items())
+
+
+def test_row_shard_flops_sum_to_one_iteration_and_fall_with_w():
+    """On row shards the ranks' NS FLOPs add up to exactly one whole iteration per matrix (no
+    replicated work: B = b A + c A A is split by rows too), and each rank's share is about 1/W."""
+    shapes = [(45, 15), (15, 15), (60, 15), (15, 60)]
+    whole = sum(newton_schulz_flops(*s) for s in shapes)
+    for world_size in (2, 4):
+        ranks = run_ranks(distributed_worker, world_size, [("gpt", "muon", "row_shards")])
+        per_rank = [r[("gpt", "muon", "row_shards")][1]["ns_flops"] for r in ranks]
+        assert sum(per_rank) == whole
+        assert max(per_rank) <= 1.1 * whole / world_size
+
+
+# ---- the cost model: pure ----------------------------------------------------------------------------
+GPT2_XL = [(4800, 1600), (1600, 1600), (6400, 1600), (1600, 6400)] * 48
+
+
+def test_cost_model_keeps_owners_for_gpt2_on_h100s_and_picks_shards_when_flops_dominate():
+    """Row shards carry (2 s + 1) k x k all-reduces per matrix and step whatever W is, the owner
+    exchange 2 n k / W elements: on H100 links the Gram traffic outweighs the FLOPs they save for
+    GPT-2 124M and 1.5B at W = 8, 64, 512 (BENCHMARKS.md), while with free links row shards cut the
+    busiest rank's FLOPs ~W-fold beyond the number of matrices and win."""
+    def anything(r, c):
+        return True
+    for shapes in (GPT2_124M, GPT2_XL):
+        for W in (8, 64, 512):
+            model = H100_NODE if W <= 8 else H100_CLUSTER
+            assert set(choose_modes(shapes, W, newton_schulz_flops, 5, anything, model)) == {"owner"}
+    free = dataclasses.replace(H100_CLUSTER, bandwidth=1e18, peer_latency=0.0, hop_latency=0.0)
+    modes = choose_modes(GPT2_124M, 512, newton_schulz_flops, 5, anything, free)
+    assert set(modes) == {"row_shards"}
+    owner = predict_step(GPT2_124M, ["owner"] * 48, 512, newton_schulz_flops, 5, free)
+    rows = predict_step(GPT2_124M, modes, 512, newton_schulz_flops, 5, free)
+    assert owner.flops_busiest_rank == newton_schulz_flops(3072, 768)  # one whole c_fc bounds it
+    total = sum(newton_schulz_flops(*s) for s in GPT2_124M)
+    assert rows.flops_busiest_rank <= 1.1 * total / 512 + 48 * 5 * 2 * 768 * 768 * 2  # + rounding of k / W
+    assert set(choose_modes(GPT2_124M, 2, newton_schulz_flops, 5, anything, CPU_GLOO)) == {"owner"}
