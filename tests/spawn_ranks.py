@@ -1,7 +1,7 @@
 """Run a function on W real processes (gloo) and collect what each rank returns.
 
-``run_ranks(fn, world_size, *args)`` spawns W fresh interpreters (torch.multiprocessing, "spawn"),
-sets up a gloo process group on a free localhost port, calls ``fn(rank, world_size, *args)`` on
+``run_ranks(fn, world_size, *args, backend="gloo")`` spawns W fresh interpreters (torch.multiprocessing,
+"spawn"), sets up a process group (gloo; nccl: one GPU per rank) on a free localhost port, calls ``fn(rank, world_size, *args)`` on
 each, and returns the list of return values (anything torch.save can write), rank order. A failure
 on any rank is raised in the caller with that rank's traceback.
 """
@@ -25,12 +25,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _entry(rank: int, world_size: int, port: int, out_dir: str, fn, args) -> None:
+def _entry(rank: int, world_size: int, port: int, out_dir: str, fn, args, backend: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size))
     torch.set_num_threads(1)  # W processes share the machine's cores
     result_path = Path(out_dir) / f"rank{rank}.pt"
     try:
-        dist.init_process_group("gloo", rank=rank, world_size=world_size)
+        if backend == "nccl":
+            torch.cuda.set_device(rank)
+        dist.init_process_group(backend, rank=rank, world_size=world_size)
         torch.save({"ok": fn(rank, world_size, *args)}, result_path)
     except BaseException:
         torch.save({"error": traceback.format_exc()}, result_path)
@@ -40,10 +42,10 @@ def _entry(rank: int, world_size: int, port: int, out_dir: str, fn, args) -> Non
             dist.destroy_process_group()
 
 
-def run_ranks(fn, world_size: int, *args):
+def run_ranks(fn, world_size: int, *args, backend: str = "gloo"):
     with tempfile.TemporaryDirectory() as out_dir:
         try:
-            mp.start_processes(_entry, args=(world_size, free_port(), out_dir, fn, args), nprocs=world_size,
+            mp.start_processes(_entry, args=(world_size, free_port(), out_dir, fn, args, backend), nprocs=world_size,
                                join=True, start_method="spawn")
         except mp.ProcessRaisedException:
             pass  # reported below with the failing rank's own traceback
