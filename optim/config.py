@@ -69,7 +69,7 @@ class OrthogonalizeConfig:
     distributed: str  # sharded (owners) | replicated | row_shards | auto (optim/orthogonalize/exchange.py)
     comm_dtype: str
     bucket_elements: int  # owner-mode exchange in buckets of about this many elements (0: one bucket)
-    overlap: bool  # the next bucket's all-to-all in flight during this bucket's transform
+    overlap: bool  # async all-to-alls: later buckets in flight during this bucket's transform
 
     def __post_init__(self) -> None:
         key = "optim.orthogonalize"

@@ -72,7 +72,7 @@ class Trainer:
         self.skipped_steps = 0
         self.optimizer_steps = 0
         self.flops_per_token = flops_per_token(cfg.model, self.seq_len)
-        self.peak_tflops, self.peak_source = mfu_denominator(t.peak_tflops, self.device)
+        self.peak_tflops, self.peak_source = mfu_denominator(t.peak_tflops, self.device, autocast_dtype)
 
     # ----------------------------------------------------------------------------------- state
     def trainer_state(self) -> dict[str, Any]:

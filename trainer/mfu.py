@@ -42,11 +42,15 @@ def measure_matmul_tflops(
     return 2 * n**3 / best / 1e12
 
 
-def mfu_denominator(peak_tflops: float | None, device: torch.device) -> tuple[float | None, str]:
+def mfu_denominator(peak_tflops: float | None, device: torch.device,
+                    dtype: torch.dtype = torch.float32) -> tuple[float | None, str]:
     """(TFLOP/s per rank, where it came from): the configured peak, else on CPU the best of five
-    samples 0.2 s apart of the fp32 matmul rate (about 1.5 s), else none (no MFU)."""
+    samples 0.2 s apart of the matmul rate in ``dtype`` (the step's matmul dtype: bf16 under bf16
+    autocast; about 1.5 s), else none (no MFU)."""
     if peak_tflops is not None:
         return float(peak_tflops), "trainer.peak_tflops"
     if device.type == "cpu":
-        return measure_matmul_tflops(device, samples=5, spacing_s=0.2), "measured fp32 matmul, best of 5 samples"
+        name = str(dtype).removeprefix("torch.").replace("float32", "fp32").replace("bfloat16", "bf16")
+        rate = measure_matmul_tflops(device, samples=5, spacing_s=0.2, dtype=dtype)
+        return rate, f"measured {name} matmul, best of 5 samples"
     return None, "none (set trainer.peak_tflops for MFU on GPU)"

@@ -17,8 +17,9 @@ everywhere. The NS FLOPs per rank drop from F to about F/W.
 
 Overlap (``optim.orthogonalize.bucket_elements``, ``overlap``): steps 2-4 run per bucket of about
 ``bucket_elements`` matrix elements (consecutive parameters, so every owner has work in most
-buckets); the gather of bucket b+1 and the return of bucket b are in flight (async collectives:
-NCCL on GPU, gloo on CPU) while the owner transforms bucket b. Each matrix's arithmetic is the same
+buckets); all gathers are posted at once (async collectives: NCCL on GPU, gloo on CPU), the owner
+transforms bucket b as soon as its rows are in, while later buckets still arrive and earlier results
+already travel back. Each matrix's arithmetic is the same
 with or without overlap, so the results are bit-identical (tested).
 
 Row shards (``optim.orthogonalize.distributed: row_shards | auto``): the owner scheme never splits
@@ -258,13 +259,15 @@ class ShardedOrthogonalizer(_Exchange):
             return self._start_gather(blocks, splits, cols, owned[b].__getitem__, self.overlap)
 
         out: list[torch.Tensor | None] = [None] * len(blocks)
-        gathers = {0: start_gather(0)} if plan.buckets else {}
-        self._transform_row_shards(blocks, full_shapes, plan, splits, out)  # while the first gather flies
+        # every gather is posted before any transform: the collectives of a group run in the order they
+        # were posted, so a gather posted after the return of bucket b would wait for the slowest
+        # owner of bucket b (per-bucket imbalance would serialize the pipeline)
+        gathers = [start_gather(b) for b in range(len(plan.buckets))]
+        self._transform_row_shards(blocks, full_shapes, plan, splits, out)  # while the gathers fly
         returns = []
         for b in range(len(plan.buckets)):
-            recv = gathers.pop(b).result()
-            if b + 1 < len(plan.buckets):
-                gathers[b + 1] = start_gather(b + 1)
+            recv = gathers[b].result()
+            gathers[b] = None  # its buffers can go once assembled
             mine = owned[b][me]
             orthos = self._orthogonalize_whole(self._assemble(recv, mine, splits, cols), full_shapes)
             # return: rank d's rows of each of my results go back to d

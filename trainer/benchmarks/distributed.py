@@ -37,6 +37,7 @@ TARGETS = {"w2_vs_w1": 0.53, "flops_imbalance": 1.1, "bytes_vs_theory": 0.10}
 # --mode: optim.orthogonalize overrides (sharded = the default: owners, buckets, overlap)
 VARIANTS = {"sharded": ["distributed=sharded"], "serial": ["distributed=sharded", "overlap=false"],
             "one_bucket": ["distributed=sharded", "bucket_elements=0", "overlap=false"],
+            "big_buckets": ["distributed=sharded", "bucket_elements=16777216"],
             "replicated": ["distributed=replicated"], "row_shards": ["distributed=row_shards"],
             "auto": ["distributed=auto"]}
 
