@@ -1,8 +1,14 @@
 """The whole-matrix transform layer, shared by every orthogonalized optimizer.
 
-    newton_schulz   the kernel: quintic Newton-Schulz (and exact SVD), batched, FLOP count
-    spectral_power  U S^p V^T through the BeyondMuon coupled Newton iteration (and exact SVD)
-    local           the ``MatrixTransform`` and ``Orthogonalizer`` protocols, the single-process orthogonalizer
-    exchange        under FSDP2: each matrix transformed once on an owner rank (or replicated)
-    from_mesh       ``MatrixDistribution`` (orthogonalizer + row-spanning reductions) from a device mesh
+    newton_schulz       the kernel: the quintic (per-step coefficients; a row-sharded form), exact SVD, FLOPs
+    coefficients        coefficient schedules: Jordan's fixed quintic, Polar Express
+    gram_newton_schulz  the same polynomial iterated on the small Gram matrix, applied once
+    spectral_power      U S^p V^T through the BeyondMuon coupled Newton iteration (and exact SVD)
+    split               split-QKV / per-head transforms of c_attn
+    local               the ``MatrixTransform`` and ``Orthogonalizer`` protocols, the single-process orthogonalizer
+    exchange            under FSDP2: each matrix transformed once, on an owner rank (bucketed, overlapped),
+                        on its row shards, or replicated
+    row_shards          the quintic on the shards FSDP2 holds (Gram sums; wide matrices re-sharded by columns)
+    cost_model          owners or row shards per matrix: a stated model of FLOPs, bytes and latency
+    from_mesh           ``MatrixDistribution`` (orthogonalizer + row-spanning reductions) from a device mesh
 """
