@@ -110,6 +110,7 @@ def test_split_transforms_each_row_block_as_its_own_matrix(split, pieces):
     assert torch.equal(transform(other), ns(other))
     assert transform.flops(3 * d, d) == pieces * ns.flops(rows, d)
     assert transform.supports_row_shards(4 * d, d) and not transform.supports_row_shards(3 * d, d)
+    assert transform.steps == ns.steps  # the row-shard FLOP count and cost model read it through the wrapper
 
 
 def test_compute_dtype_auto_follows_bf16_matmul_capability(monkeypatch):

@@ -48,6 +48,7 @@ from optim.orthogonalize.local import LocalOrthogonalizer
 from optim.orthogonalize.newton_schulz import newton_schulz_flops
 from optim.orthogonalize.row_shards import (
     RowShardCollectives,
+    pieces_by_source,
     row_shard_flops,
     row_split,
     rows_from_transposed,
@@ -83,15 +84,6 @@ def flops_per_rank(full_shapes: list[tuple[int, int]], owners: list[int], world_
     for (r, c), owner in zip(full_shapes, owners):
         load[owner] += cost_fn(r, c)
     return load
-
-
-def _unpack(buf: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
-    """Views of consecutive (rows, cols) blocks of a flat buffer."""
-    views, offset = [], 0
-    for rows, cols in shapes:
-        views.append(buf[offset:offset + rows * cols].view(rows, cols))
-        offset += rows * cols
-    return views
 
 
 def make_buckets(ids: list[int], full_shapes, bucket_elements: int) -> list[list[int]]:
@@ -167,10 +159,7 @@ class _Exchange:
     @staticmethod
     def _assemble(recv: list[torch.Tensor], mine: list[int], splits, cols) -> dict[int, torch.Tensor]:
         """The matrices ``mine`` from the row blocks received from every rank (in rank order)."""
-        pieces: dict[int, list[torch.Tensor]] = defaultdict(list)
-        for source, buf in enumerate(recv):
-            for i, rows in zip(mine, _unpack(buf, [(splits[i][source], cols[i]) for i in mine])):
-                pieces[i].append(rows)
+        pieces = pieces_by_source(recv, mine, lambda i, source: (splits[i][source], cols[i]))
         return {i: torch.cat(pieces[i]) for i in mine}
 
     def _orthogonalize_whole(self, matrices: dict[int, torch.Tensor], full_shapes) -> dict[int, torch.Tensor]:
@@ -195,10 +184,11 @@ class ShardedOrthogonalizer(_Exchange):
     """Each matrix transformed once: on its owner rank, or on its row shards (see the module docstring).
 
     ``bucket_elements``: owner-mode matrices travel in buckets of about this many elements (0: one
-    bucket); with ``overlap`` the all-to-all of bucket b+1 (and the return of bucket b) is in flight
-    while the transform runs on bucket b, and the row-shard iterations run while the first gather is
-    in flight. ``row_shards``: "off" (every matrix on an owner), "all" (every tall matrix the transform
-    can run on shards), "auto" (``cost_model.choose_modes`` decides per matrix).
+    bucket); with ``overlap`` every gather is posted at once and asynchronously, bucket b is
+    transformed once its rows are in, and its return travels while later buckets are transformed; the
+    row-shard iterations run while the gathers are in flight. ``row_shards``: "off" (every matrix on
+    an owner), "all" (every matrix the transform can run on shards), "auto"
+    (``cost_model.choose_modes`` decides per matrix).
     """
 
     def __init__(self, local: LocalOrthogonalizer, group=None, comm_dtype: torch.dtype = torch.float32,
@@ -230,13 +220,11 @@ class ShardedOrthogonalizer(_Exchange):
         transform = self.local.transform
         def eligible(rows: int, cols: int) -> bool:
             return supports_row_shards(transform, rows, cols)
+        modes = ["owner"] * len(shapes)
         if self.row_shards == "all":
             modes = ["row_shards" if eligible(*s) else "owner" for s in shapes]
-        elif self.row_shards == "auto":
-            modes = choose_modes(shapes, self.world_size, self.local.flops, getattr(transform, "steps", 5),
-                                 eligible, self.cost_model)
-        else:
-            modes = ["owner"] * len(shapes)
+        elif self.row_shards == "auto" and any(eligible(*s) for s in shapes):  # only these have ``steps``
+            modes = choose_modes(shapes, self.world_size, self.local.flops, transform.steps, eligible, self.cost_model)
         owner_ids = [i for i, m in enumerate(modes) if m == "owner"]
         owner_of = assign_owners([shapes[i] for i in owner_ids], self.world_size, self.local.flops)
         owners = [-1] * len(shapes)
@@ -278,8 +266,9 @@ class ShardedOrthogonalizer(_Exchange):
         for b, pending in returns:
             for source, buf in enumerate(pending.result()):
                 theirs = owned[b][source]
-                for i, rows in zip(theirs, _unpack(buf, [(splits[i][me], cols[i]) for i in theirs])):
-                    out[i] = rows.to(blocks[i].dtype)
+                pieces = pieces_by_source([buf], theirs, lambda i, _: (splits[i][me], cols[i]))
+                for i in theirs:
+                    out[i] = pieces[i][0].to(blocks[i].dtype)
         return out
 
     def _transform_row_shards(self, blocks, full_shapes, plan: ExchangePlan, splits, out) -> None:
@@ -303,8 +292,7 @@ class ShardedOrthogonalizer(_Exchange):
         for (_, short), group in by_shape.items():
             stack = torch.stack([local_blocks[i] for i in group])
             result = transform.row_sharded(stack, collectives)
-            steps = getattr(transform, "steps", 5)
-            self.ns_flops += len(group) * row_shard_flops(stack.shape[1], short, steps, W, me)
+            self.ns_flops += len(group) * row_shard_flops(stack.shape[1], short, transform.steps, W, me)
             results.update(zip(group, result.unbind(0)))
         if wide:
             results.update(rows_from_transposed({i: results[i] for i in wide}, splits, full_shapes, me, W, all_to_all))

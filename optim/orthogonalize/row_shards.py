@@ -65,7 +65,7 @@ def transposed_column_blocks(blocks, ids, splits, full_shapes, rank, world_size,
     col_start = {i: [sum(col_splits[i][:d]) for d in range(world_size)] for i in ids}
     send = [[blocks[i][:, col_start[i][d]:col_start[i][d] + col_splits[i][d]] for i in ids] for d in range(world_size)]
     recv_numel = [sum(splits[i][s] * col_splits[i][rank] for i in ids) for s in range(world_size)]
-    pieces = _pieces_by_source(all_to_all(send, recv_numel), ids, lambda i, s: (splits[i][s], col_splits[i][rank]))
+    pieces = pieces_by_source(all_to_all(send, recv_numel), ids, lambda i, s: (splits[i][s], col_splits[i][rank]))
     return {i: torch.cat(pieces[i]).mT.contiguous() for i in ids}
 
 
@@ -77,11 +77,11 @@ def rows_from_transposed(results: dict[int, torch.Tensor], splits, full_shapes, 
     columns = {i: results[i].mT for i in ids}  # (rows, my columns)
     send = [[columns[i][row_start[i][d]:row_start[i][d] + splits[i][d]] for i in ids] for d in range(world_size)]
     recv_numel = [sum(splits[i][rank] * col_splits[i][s] for i in ids) for s in range(world_size)]
-    pieces = _pieces_by_source(all_to_all(send, recv_numel), ids, lambda i, s: (splits[i][rank], col_splits[i][s]))
+    pieces = pieces_by_source(all_to_all(send, recv_numel), ids, lambda i, s: (splits[i][rank], col_splits[i][s]))
     return {i: torch.cat(pieces[i], dim=1) for i in ids}
 
 
-def _pieces_by_source(buffers: list[torch.Tensor], ids: list[int], shape_of) -> dict[int, list[torch.Tensor]]:
+def pieces_by_source(buffers: list[torch.Tensor], ids: list[int], shape_of) -> dict[int, list[torch.Tensor]]:
     """Matrix i's piece from each source rank (in rank order): views of ``shape_of(i, source)``
     cut from that source's flat buffer, in the order of ``ids``."""
     pieces: dict[int, list[torch.Tensor]] = defaultdict(list)

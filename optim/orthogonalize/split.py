@@ -57,6 +57,11 @@ class SplitRows:
         if self.split == "heads" and (not isinstance(self.n_head, int) or self.n_head < 1):
             raise ValueError("optim.orthogonalize.split=heads needs the model's n_head (build_optimizer passes it)")
 
+    @property
+    def steps(self) -> int | None:
+        """The inner transform's iteration count (what the row-shard cost model and FLOP count use)."""
+        return getattr(self.inner, "steps", None)
+
     def pieces(self, rows: int, cols: int) -> int:
         return row_pieces(rows, cols, self.split, self.n_head)
 
