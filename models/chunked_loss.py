@@ -6,14 +6,15 @@ these are the largest tensors of the step and most of its memory traffic. Here, 
 ``chunk_rows`` rows of h (forward, with gradients wanted):
 
     z   = h_c W^T                      (chunk_rows, V)  in the compute dtype, then fp32
-    lse = logsumexp(z)                 fp32, padded columns (>= vocab_size) set to -inf first
-    loss += sum(lse - z[target])
-    P   = softmax(z) - onehot(target)  the gradient of the summed loss wrt z
+    m   = max(z);  s = sum(exp(z - m)) fp32, padded columns (>= vocab_size) set to -inf first
+    loss += sum(m + log(s) - z[target])
+    P   = exp(z - m) / s - onehot(target)   the gradient of the summed loss wrt z
     dh_c = P W;   dW += P^T h_c        (fp32 accumulation of dW)
 
 so the three head matmuls of the plain path (forward, dh, dW) are done once each and the gradients
 are ready when forward returns; backward only scales them by the incoming gradient (the loss is a
-scalar at the end of the graph). Padded vocabulary rows get exactly zero gradient from the head.
+scalar at the end of the graph). z, exp(z - m) and P are one preallocated fp32 block, overwritten
+in place: on CPU every fresh logits-sized tensor costs its page faults again. Padded vocabulary rows get exactly zero gradient from the head.
 Under autocast the matmuls run in the autocast dtype (bf16) and the log-sum-exp in fp32. Without
 gradients (evaluation) only the loss is computed, chunk by chunk.
 
@@ -35,20 +36,31 @@ def compute_dtype(h: torch.Tensor) -> torch.dtype:
     return h.dtype
 
 
-def _chunk_logits(h_c: torch.Tensor, weight: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """fp32 logits of one block of rows; padded columns at -inf (excluded from the softmax)."""
-    z = (h_c @ weight.t()).float()
+def _logits_buffer(h: torch.Tensor, weight: torch.Tensor, chunk_rows: int) -> torch.Tensor:
+    """One fp32 logits block that every chunk reuses (a fresh (rows, V) tensor per chunk would be
+    page-faulted in anew each time on CPU)."""
+    return torch.empty(min(chunk_rows, h.shape[0]), weight.shape[0], dtype=torch.float32, device=h.device)
+
+
+def _chunk_logits_into(out: torch.Tensor, h_c: torch.Tensor, weight: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """fp32 logits of one block of rows, written into ``out``; padded columns (>= vocab_size) at -inf,
+    so they are excluded from the softmax."""
+    if h_c.dtype == torch.float32:
+        torch.mm(h_c, weight.t(), out=out)
+    else:
+        out.copy_(h_c @ weight.t())
     if weight.shape[0] > vocab_size:
-        z[:, vocab_size:] = float("-inf")
-    return z
+        out[:, vocab_size:] = float("-inf")
+    return out
 
 
 def _loss_only(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab_size: int,
                chunk_rows: int) -> torch.Tensor:
     total = torch.zeros((), dtype=torch.float32, device=h.device)
+    logits = _logits_buffer(h, weight, chunk_rows)
     for start in range(0, h.shape[0], chunk_rows):
-        z = _chunk_logits(h[start:start + chunk_rows], weight, vocab_size)
-        t = targets[start:start + chunk_rows]
+        h_c, t = h[start:start + chunk_rows], targets[start:start + chunk_rows]
+        z = _chunk_logits_into(logits[:h_c.shape[0]], h_c, weight, vocab_size)
         total += (torch.logsumexp(z, dim=1) - z.gather(1, t[:, None]).squeeze(1)).sum()
     return total
 
@@ -62,20 +74,23 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_h = torch.empty_like(h)
             grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
             total = torch.zeros((), dtype=torch.float32, device=h.device)
+            logits = _logits_buffer(h, weight, chunk_rows)  # worked on in place only, chunk by chunk
             for start in range(0, h.shape[0], chunk_rows):
-                h_c, t = h_cd[start:start + chunk_rows], targets[start:start + chunk_rows]
-                z = _chunk_logits(h_c, w_cd, vocab_size)
-                lse = torch.logsumexp(z, dim=1, keepdim=True)
-                total += (lse.squeeze(1) - z.gather(1, t[:, None]).squeeze(1)).sum()
-                p = z.sub_(lse).exp_()                       # softmax, in place over the logits
-                p.scatter_add_(1, t[:, None], torch.full_like(lse, -1.0))
-                if scale != 1.0:
-                    p.mul_(scale)
-                p = p.to(dtype)
-                grad_h[start:start + chunk_rows] = (p @ w_cd).to(h.dtype)
-                if dtype == torch.float32:
+                rows = slice(start, start + chunk_rows)
+                h_c, t = h_cd[rows], targets[rows, None]
+                z = _chunk_logits_into(logits[:h_c.shape[0]], h_c, w_cd, vocab_size)
+                target_logit = z.gather(1, t)
+                row_max = z.amax(1, keepdim=True)
+                sum_exp = z.sub_(row_max).exp_().sum(1, keepdim=True)
+                total += (row_max + sum_exp.log() - target_logit).sum()   # log-sum-exp - z[target]
+                p = z.mul_(scale / sum_exp)                                   # scale * softmax
+                p.scatter_add_(1, t, torch.full_like(target_logit, -scale))  # scale * (softmax - onehot)
+                if dtype == torch.float32 == h.dtype:
+                    torch.mm(p, w_cd, out=grad_h[rows])
                     grad_w.addmm_(p.t(), h_c)
                 else:
+                    p = p.to(dtype)
+                    grad_h[rows] = (p @ w_cd).to(h.dtype)
                     grad_w += (p.t() @ h_c).float()
         ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
         return total * scale

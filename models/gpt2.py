@@ -70,7 +70,7 @@ class GPTConfig:
 LOSS_IMPLS = ("chunked", "plain")
 # Rows per block of the chunked loss when model.loss_chunk_rows=auto (BENCHMARKS.md, "chunked loss"):
 # on CPU a block of fp32 logits that stays in cache; on GPU large blocks keep the matmuls efficient.
-AUTO_CHUNK_ROWS = {"cpu": 256, "cuda": 8192}
+AUTO_CHUNK_ROWS = {"cpu": 512, "cuda": 8192}
 GPT_CONFIG_KEYS = tuple(f.name for f in fields(GPTConfig))
 # What fixes the tensors' shapes: a checkpoint loads into a model only if these agree.
 SHAPE_KEYS = ("vocab_size", "vocab_pad_to", "block_size", "n_layer", "n_head", "n_embd", "bias")

@@ -68,6 +68,22 @@ def test_function_matches_plain_cross_entropy_for_every_chunk_size():
             torch.testing.assert_close(linear_cross_entropy(h, w, t, 97, 7, reduction), ref, rtol=1e-6, atol=0)
 
 
+def test_extreme_logits_stay_exact_where_the_target_probability_underflows():
+    """Logits ~ +-1e3: softmax(z)[target] is 0 in fp32 for most rows, so the loss must come from the
+    log-sum-exp (m + log s - z[target]), not from log(p[target]); P stays finite."""
+    g = torch.Generator().manual_seed(0)
+    h = (torch.randn(12, 16, generator=g) * 100).requires_grad_()
+    w = torch.randn(128, 16, generator=g, requires_grad=True)
+    t = torch.randint(0, 97, (12,), generator=g)
+    ref = F.cross_entropy(h @ w[:97].t(), t, reduction="sum")
+    ref_h, ref_w = torch.autograd.grad(ref, (h, w))
+    assert ref.item() > 1e3  # the regime under test: most targets' probabilities are below fp32's range
+    loss = linear_cross_entropy(h, w, t, 97, 5, "sum")
+    gh, gw = torch.autograd.grad(loss, (h, w))
+    torch.testing.assert_close(loss, ref, rtol=1e-6, atol=0)
+    assert_grads_close({"h": gh, "w": gw}, {"h": ref_h, "w": ref_w})
+
+
 @pytest.mark.parametrize("pad", [1, 64])
 @pytest.mark.parametrize("rows", [4, 11, "auto"])
 def test_model_chunked_equals_plain_with_grad_accumulation(pad, rows):
