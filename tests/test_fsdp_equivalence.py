@@ -46,6 +46,9 @@ VARIANTS = {"p0": {"power": 0.0, "lr": 0.007, "orthogonalize.steps": 5}, "p0.25"
 ODD_GPT = GPTConfig(name="odd", vocab_size=97, block_size=16, n_layer=1, n_head=3, n_embd=15, dropout=0.0, bias=False, **HEAD)
 STEPS, BATCH = 3, 4
 REL_TOL = 1e-5
+# p = 1/4's 15 coupled iterations amplify rounding: ONE process differs from itself by 1.35e-5 when its
+# batch is split into 2 micro-batches (only the gradient's summation order changes; measured)
+REL_TOL_BY_OPTIMIZER = {"spectral_adam+p0.25": 3e-5}
 
 
 class ThreeMatrices(nn.Module):
@@ -160,9 +163,10 @@ def distributed_worker(rank: int, world_size: int, cases):
     return results
 
 
-def check_equal(case, reference, ranks, tol: float = REL_TOL):
+def check_equal(case, reference, ranks, tol: float | None = None):
     """Every rank's parameters equal one process's (``reference``: train() at W=1, same variant)."""
     ref_params = reference[0]
+    tol = tol if tol is not None else REL_TOL_BY_OPTIMIZER.get(case[1], REL_TOL)
     for rank, results in enumerate(ranks):
         params, _, layout_ok = results[case]
         assert layout_ok, f"{case}: optimizer state not sharded like its parameter on rank {rank}"
