@@ -14,8 +14,8 @@ these are the largest tensors of the step and most of its memory traffic. Here, 
 so the three head matmuls of the plain path (forward, dh, dW) are done once each and the gradients
 are ready when forward returns; backward only scales them by the incoming gradient (the loss is a
 scalar at the end of the graph). z, exp(z - m) and P are one preallocated fp32 block, overwritten
-in place: on CPU every fresh logits-sized tensor costs its page faults again. Padded vocabulary rows get exactly zero gradient from the head.
-Under autocast the matmuls run in the autocast dtype (bf16) and the log-sum-exp in fp32. Without
+in place: on CPU every fresh logits-sized tensor costs its page faults again. Padded vocabulary rows
+get exactly zero gradient from the head. Under autocast the matmuls run in the autocast dtype (bf16) and the log-sum-exp in fp32. Without
 gradients (evaluation) only the loss is computed, chunk by chunk.
 
 ``reduction``: "sum" (the trainer normalizes by the global token count) or "mean".
