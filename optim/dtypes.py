@@ -13,19 +13,47 @@
                             than fp32 (BENCHMARKS.md).
 
 The CPU check asks torch's own cpuinfo probe (``torch.cpu._is_amx_tile_supported`` and
-``_is_avx512_bf16_supported``), not a list of CPU models; tests mock ``cpu_has_fast_bf16``.
+``_is_avx512_bf16_supported``), not a list of CPU models. The environment variable
+``ORTHOGPT_CPU_BF16`` overrides the probe (read here only): ``0`` forces the fp32 path, ``1`` the bf16
+path, on any CPU; anything else is refused with the valid values. Tests mock ``cpu_has_fast_bf16``.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
+
+CPU_BF16_ENV = "ORTHOGPT_CPU_BF16"
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 DTYPE_NAMES = ("auto", *DTYPES)
 
 
+def cpu_bf16_override() -> bool | None:
+    """``ORTHOGPT_CPU_BF16``: True (``1``), False (``0``), or None when unset or empty."""
+    value = os.environ.get(CPU_BF16_ENV, "").strip()
+    if value == "":
+        return None
+    if value not in ("0", "1"):
+        raise ValueError(f"{CPU_BF16_ENV} must be 0 (force the fp32 path) or 1 (force bf16); got '{value}'. "
+                         f"Unset it to let the CPU probe decide")
+    return value == "1"
+
+
 def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (AMX tiles or AVX512-BF16)."""
+    """Whether this CPU multiplies bf16 matrices in hardware (AMX tiles or AVX512-BF16).
+
+    ``ORTHOGPT_CPU_BF16=0|1`` overrides the probe: it forces the fp32 or the bf16 path on any CPU.
+    """
+    override = cpu_bf16_override()
+    if override is not None:
+        return override
+    return cpu_probe_has_fast_bf16()
+
+
+def cpu_probe_has_fast_bf16() -> bool:
+    """torch's cpuinfo probe alone, without the override."""
     probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 

@@ -28,9 +28,11 @@ def test_pre_restructure_checkpoint_resumes_to_the_same_losses(prepared_embedded
     checkpoint = tmp_path / "old" / FIXTURE.name
     shutil.copytree(FIXTURE, checkpoint)
     assert verify_checkpoint(checkpoint, deep=True).step == record["checkpoint_step"]
-    # written before the padded vocabulary (50257 rows) and with the plain loss: both named to resume bit-exactly
+    # written before the padded vocabulary (50257 rows), with the plain loss and with Newton-Schulz in
+    # fp32 (that commit's CPU default; auto is bf16 on AMX / AVX512-BF16 CPUs): all named to resume bit-exactly
     overrides = [*record["overrides"], f"trainer.max_steps={record['resumed_to']}", f"trainer.resume={checkpoint}",
-                 f"data.cache_dir={data_cache_dir}", "model.vocab_pad_to=1", "model.loss_impl=plain"]
+                 f"data.cache_dir={data_cache_dir}", "model.vocab_pad_to=1", "model.loss_impl=plain",
+                 "optim.orthogonalize.compute_dtype=float32"]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         cfg = compose("train", overrides=overrides)
     run_dir = tmp_path / "run"

@@ -37,6 +37,7 @@ CASES = [  # (id, overrides, environment, text the message must contain)
     ("resume path that does not exist", ["trainer.resume=/nonexistent/step_00000002"], {},
      "/nonexistent/step_00000002 does not exist"),
     ("invalid WANDB_MODE", [], {"WANDB_MODE": "sometimes"}, "WANDB_MODE='sometimes' is not a wandb mode"),
+    ("invalid ORTHOGPT_CPU_BF16", [], {"ORTHOGPT_CPU_BF16": "yes"}, "ORTHOGPT_CPU_BF16 must be 0 (force the fp32 path) or 1"),
     ("checkpoint from another model", ["model.n_embd=64", "trainer.resume=true"], {},
      "was written for another model shape (n_embd: checkpoint 32 vs config 64)"),
 ]

@@ -128,6 +128,7 @@ def test_compute_dtype_auto_follows_bf16_matmul_capability(monkeypatch):
 
 
 def test_cpu_probe_reads_torchs_cpuinfo(monkeypatch):
+    monkeypatch.delenv(dtypes.CPU_BF16_ENV, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
     assert dtypes.cpu_has_fast_bf16()
@@ -135,6 +136,24 @@ def test_cpu_probe_reads_torchs_cpuinfo(monkeypatch):
     assert not dtypes.cpu_has_fast_bf16()
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert dtypes.cpu_has_fast_bf16()
+
+
+@pytest.mark.parametrize("probe", [False, True])
+def test_cpu_bf16_override_forces_either_path_whatever_the_probe(monkeypatch, probe):
+    monkeypatch.setattr(dtypes, "cpu_probe_has_fast_bf16", lambda: probe)
+    config = load_optim_config("muon").orthogonalize
+    monkeypatch.delenv(dtypes.CPU_BF16_ENV, raising=False)
+    assert dtypes.cpu_has_fast_bf16() is probe
+    for value, dtype in (("0", torch.float32), ("1", torch.bfloat16)):
+        monkeypatch.setenv(dtypes.CPU_BF16_ENV, value)
+        assert dtypes.resolve_matmul_dtype("auto", "cpu", "k") == dtype
+        assert newton_schulz_from_config(config, torch.device("cpu")).compute_dtype == dtype
+        assert dtypes.resolve_dtype("auto", "cpu", "k") == torch.float32  # only the NS matmul follows it
+    monkeypatch.setenv(dtypes.CPU_BF16_ENV, "")
+    assert dtypes.cpu_has_fast_bf16() is probe  # empty means unset
+    monkeypatch.setenv(dtypes.CPU_BF16_ENV, "yes")
+    with pytest.raises(ValueError, match="ORTHOGPT_CPU_BF16 must be 0 .* or 1 .*got 'yes'"):
+        dtypes.cpu_has_fast_bf16()
 
 
 def test_schedule_from_config_runs_the_papers_iteration():

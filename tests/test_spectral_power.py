@@ -86,7 +86,8 @@ def test_spectral_momentum_at_p0_is_muon_without_nesterov():
     grads = [[torch.randn(*s, generator=g) for s in shapes] for _ in range(4)]
     finals = []
     for name, overrides in [("muon", {"nesterov": False}), ("spectral_msgd", {"power": 0.0, "momentum": 0.95})]:
-        config = load_optim_config(name, ["optim.orthogonalize.steps=5"])
+        # fp32 pinned: the 2e-6 below is an fp32 tolerance, and auto is bf16 on AMX / AVX512-BF16 CPUs
+        config = load_optim_config(name, ["optim.orthogonalize.steps=5", "optim.orthogonalize.compute_dtype=float32"])
         rule = OPTIMIZERS[name].rule(dataclasses.replace(config.rule, **overrides))
         params = [torch.nn.Parameter(x.clone()) for x in init]
         group = {"params": params, "param_names": ["a", "b", "c"], "role": "matrix", "lr": 0.02, "weight_decay": 0.1}

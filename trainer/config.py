@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from data.prepare import validate_data_config
 from models.gpt2 import GPTConfig
 from optim.config import OptimConfig, optim_config
-from optim.dtypes import check_dtype_name
+from optim.dtypes import check_dtype_name, cpu_bf16_override
 from optim.hparams import check_in, from_mapping
 from trainer.distributed import mesh_shape
 from trainer.metrics import WANDB_MODES
@@ -232,6 +232,7 @@ def build_config(cfg: DictConfig, world_size: int = 1) -> TrainConfig:
     mesh_shape(world_size, distributed.dp_replicate, distributed.dp_shard)
     logging = from_mapping(LoggingConfig, resolved["logging"], "logging")
     check_wandb_environment()
+    cpu_bf16_override()  # a bad ORTHOGPT_CPU_BF16 is refused here, before any work, not at the first step
     batch = split_batch(trainer, world_size)
     check_resume_target(trainer)
     return TrainConfig(
