@@ -15,7 +15,9 @@ key and range, so a bad value fails before any process group, data or model work
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +137,13 @@ def optim_config(node: Mapping[str, Any]) -> OptimConfig:
 
 def compose_optim_node(name: str, overrides: Sequence[str] = ()):
     """``configs/optim/<name>.yaml`` composed with Hydra (its shared defaults included) plus
-    ``optim.*`` overrides, as the ``optim`` DictConfig (outside a running Hydra app)."""
+    ``optim.*`` overrides, as the ``optim`` DictConfig (outside a running Hydra app). Each distinct
+    composition runs once per process (~50 ms each); callers get their own copy to change."""
+    return copy.deepcopy(_composed_optim_node(name, tuple(overrides)))
+
+
+@functools.lru_cache(maxsize=256)
+def _composed_optim_node(name: str, overrides: tuple[str, ...]):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONFIGS_DIR), version_base=None):

@@ -5,10 +5,16 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's -m deselection reads the marks
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cuda`` skip cleanly on a machine without a CUDA GPU (they run in gpu_check)."""
+    """Tests marked ``distributed`` (several real processes) are also ``slow``: the fast tier,
+    ``pytest -m "not slow"``, leaves them to the full suite. Tests marked ``cuda`` skip cleanly on a
+    machine without a CUDA GPU (they run in gpu_check)."""
     import torch
 
+    for item in items:
+        if "distributed" in item.keywords:
+            item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (this machine has none; scripts/gpu_check.sh runs it on one)")

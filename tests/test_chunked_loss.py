@@ -178,6 +178,7 @@ def test_fsdp2_two_ranks_chunked_equals_plain():
     assert_grads_close(ranks[0]["chunked"], loss_and_grads(single, batches)[1])
 
 
+@pytest.mark.slow
 def test_train_step_benchmark_runs_and_reports_both_variants(tmp_path):
     from trainer.benchmarks.train_step import main
 

@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test launches train.py (W = 1 and 2, torch.compile)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 6
 BOUND = 0.05  # nats: |loss - fp32 eager loss| per step (bf16 rounding; the losses go ~10.8 -> ~9.7)

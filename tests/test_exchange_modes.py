@@ -6,7 +6,7 @@ blocks, the Gram matrix all-reduced), auto (the cost model's per-matrix choice; 
 model under which row shards win, so the mix really runs), buckets with and without overlap,
 split-QKV and per-head transforms (c_attn of the odd GPT: 45 x 15, 3 heads of 5 rows; at W = 4 the
 row shards 12/12/12/9 cut through heads), the Polar Express schedule and Gram Newton-Schulz.
-The models and the W = 1 reference are those of tests/test_fsdp_equivalence.py.
+The models, the cases, the W = 1 reference and the one spawn per world size are in tests/rank_equality.py.
 """
 
 from __future__ import annotations
@@ -18,28 +18,17 @@ import torch
 
 from optim.orthogonalize.cost_model import CPU_GLOO, H100_CLUSTER, H100_NODE, choose_modes, predict_step
 from optim.orthogonalize.newton_schulz import newton_schulz_flops
-from tests.spawn_ranks import run_ranks
-from tests.test_fsdp_equivalence import GPT2_124M, check_equal, distributed_worker, train
-
-MATRIX_OPTIMIZERS = ("muon", "namo", "namo_d", "adago", "normuon", "spectral_msgd", "spectral_adam", "auon+hybrid")
-MODES = ("sharded", "replicated", "row_shards", "auto_rows")  # auto on these tiny matrices = sharded (asserted)
-STEPS = 5  # quintic steps (configs/optim/shared/orthogonalize.yaml)
+from tests.rank_equality import SPLIT_VARIANTS, check_equal, mode_cases, ranks_at, reference
+from tests.test_fsdp_equivalence import GPT2_124M
 
 
-def references(cases):
-    return {case: train(case[0], case[1], variant=case[2]) for case in cases}
-
-
+@pytest.mark.distributed
 @pytest.mark.parametrize("world_size", [2, 4])
 def test_every_mode_and_matrix_optimizer_equals_one_process(world_size):
-    cases = [("gpt", name, mode) for name in MATRIX_OPTIMIZERS for mode in MODES]
-    cases += [("mlp", "muon", mode) for mode in MODES] + [("gpt", "muon", "auto")]
-    extra = [("gpt", name, v) for name in ("muon", "normuon") for v in ("overlap", "serial")] if world_size == 4 else []
-    ranks = run_ranks(distributed_worker, world_size, cases + extra)
-    refs = references({(c[0], c[1], "sharded") for c in cases})
-    for case in cases:
-        check_equal(case, refs[(case[0], case[1], "sharded")], ranks)
-    if extra:
+    ranks = ranks_at(world_size)
+    for case in mode_cases():
+        check_equal(case, reference(case[0], case[1]), ranks)
+    if world_size == 4:
         check_overlap_bit_identical(ranks)
     # on row shards the ranks' NS FLOPs add up to exactly one whole iteration per matrix (B = b A + c A A
     # is split by rows too: no replicated work), and each rank's share is about 1/W
@@ -65,16 +54,14 @@ def check_overlap_bit_identical(ranks):
                 assert torch.equal(overlap[key], one[key]), (name, key)
 
 
+@pytest.mark.distributed
 def test_split_schedule_and_gram_variants_equal_one_process_at_w4():
-    cases = [("gpt", name, variant) for name in ("muon", "namo_d", "spectral_msgd+p0")
-             for variant in ("qkv", "heads", "polar_express", "gram")]
-    ranks = run_ranks(distributed_worker, 4, cases)
-    refs = references(cases)
-    for case in cases:
-        check_equal(case, refs[case], ranks)
+    ranks = ranks_at(4)
+    for case in SPLIT_VARIANTS:
+        check_equal(case, reference(*case), ranks)
     # the split changed the update (the test is not vacuous)
-    plain = train("gpt", "muon")[0]
-    assert any(not torch.allclose(refs[("gpt", "muon", "heads")][0][k], v, atol=1e-6) for k, v in plain.items())
+    plain = reference("gpt", "muon")[0]
+    assert any(not torch.allclose(reference("gpt", "muon", "heads")[0][k], v, atol=1e-6) for k, v in plain.items())
 
 
 # ---- the cost model: pure ----------------------------------------------------------------------------

@@ -122,6 +122,7 @@ def test_sweep_before_experiment_is_refused(hydra_ctx):
         check_sweep(multirun_config("+sweep=optimizers", "+experiment=namo_gpt2_124m_cpu"))
 
 
+@pytest.mark.slow
 def test_cpu_recipes_train_two_steps(prepared_embedded, data_cache_dir, tmp_path):
     sweep = tmp_path / "multirun"
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"+experiment={','.join(CPU_EXPERIMENTS)}", "optim=namo_d",

@@ -1,208 +1,52 @@
 """FSDP2 + sharded Newton-Schulz computes what one process computes (real gloo processes).
 
-For every optimizer, N steps on W ranks (each rank its rows of the global batch, parameters and
-optimizer state row-sharded by FSDP2, NS of each matrix on its owner) give the parameters of one
-process on the whole batch, to 1e-5 relative (fp32; only the summation order differs).
-
-Two models: a GPT-2 with n_embd=15, n_head=3 (matrix row counts 45, 15, 60 and 15 do not all divide
-W; at W=4 some ranks hold 3 rows of a 15-row matrix) and a 3-matrix MLP of shapes 7x5, 9x7, 5x9
-(3 matrices do not divide W=2 or 4; at W=4 one rank owns no matrix, another holds no row of c).
+For every optimizer of the registry and every named variant, N steps on W ranks (each rank its rows
+of the global batch, parameters and optimizer state row-sharded by FSDP2, NS of each matrix on its
+owner) give the parameters of one process on the whole batch, to 1e-5 relative (fp32; only the
+summation order differs). The models, the cases and the one spawn per world size are in
+tests/rank_equality.py; this file asserts.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from tests.head_keys import HEAD
-import torch.nn as nn
-from omegaconf import OmegaConf
-
-from models.gpt2 import GPT, GPTConfig
-from optim.orthogonalize.from_mesh import shard_group
-from optim.dtensor import is_dtensor
-from optim.build import build_from_groups, param_groups
-from optim.config import compose_optim_node, optim_config
-from optim.rules.base import identity_reduce
-from optim.orthogonalize.cost_model import CostModel
 from optim.orthogonalize.exchange import assign_owners, flops_per_rank
-from tests.spawn_ranks import run_ranks
-from trainer.parallelize import shard_units
-
-ROOT = Path(__file__).resolve().parents[1]
-# every registered optimizer, plus named variants ("<name>+<variant>": the optim.matrix keys below)
-OPTIMIZERS = ("adamw", "muon", "namo", "namo_d", "adago", "normuon", "spectral_msgd", "spectral_adam", "auon",
-              "spectral_msgd+p0", "spectral_adam+p0.25", "auon+hybrid", "auon+paper2025")
-# p0: 5 quintic steps, not the authors' 15: 15 steps of the non-convergent quintic amplify rounding
-# (~1e-7) to ~1e-2 after 3 steps even in ONE process when only the summation order changes
-VARIANTS = {"p0": {"power": 0.0, "lr": 0.007, "orthogonalize.steps": 5}, "p0.25": {"power": 0.25, "lr": 0.02},  # the authors' lr per p
-            "hybrid": {"variant": "hybrid"},
-            "paper2025": {"variant": "paper2025", "gamma": 1.0}}
-# bias=False: the key bias of attention gets an exactly-zero gradient in exact arithmetic (softmax is
-# shift invariant), so in floating point it is pure rounding noise that AdamW's g / (|g| + eps) turns
-# into O(lr) steps of arbitrary sign: ill-conditioned in ANY split of the batch, not a sharding error.
-ODD_GPT = GPTConfig(name="odd", vocab_size=97, block_size=16, n_layer=1, n_head=3, n_embd=15, dropout=0.0, bias=False, **HEAD)
-STEPS, BATCH = 3, 4
-REL_TOL = 1e-5
-# p = 1/4's 15 coupled iterations amplify rounding: ONE process differs from itself by 1.35e-5 when its
-# batch is split into 2 micro-batches (only the gradient's summation order changes; measured)
-REL_TOL_BY_OPTIMIZER = {"spectral_adam+p0.25": 3e-5}
+from optim.registry import OPTIMIZERS as REGISTRY
+from tests.rank_equality import (ALL_OPTIMIZERS_W2, BF16_COMM, CASES_BY_WORLD_SIZE, MATRIX_OPTIMIZERS, MODES,
+                                 NAMED_VARIANTS, NO_REDUCE, W4_FAMILY, check_equal, moved, ranks_at, reference)
 
 
-class ThreeMatrices(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a, self.b, self.c = nn.Linear(5, 7), nn.Linear(7, 9), nn.Linear(9, 5, bias=False)
-
-    def forward(self, x):
-        return self.c(torch.tanh(self.b(torch.tanh(self.a(x)))))
-
-
-# variants: optim.orthogonalize overrides. sharded (default: owners, one bucket), replicated, bf16_comm
-# (sharded, exchange in bf16), row_shards / auto (tall matrices iterate on their row shards; auto_rows:
-# the cost model made to prefer them), overlap / serial (buckets of ~700 elements, async or blocking),
-# qkv / heads (split c_attn), polar_express, gram; hsdp (2 x W/2 mesh); no_reduce (a mutation:
-# statistics that span rows are not reduced; must break the equality)
-EXCHANGE_VARIANTS = {
-    "sharded": {"bucket_elements": 0}, "replicated": {"distributed": "replicated"}, "bf16_comm": {"comm_dtype": "bfloat16"},
-    "row_shards": {"distributed": "row_shards"}, "auto": {"distributed": "auto"}, "auto_rows": {"distributed": "auto"},
-    "overlap": {"bucket_elements": 700, "overlap": True}, "serial": {"bucket_elements": 700, "overlap": False},
-    "qkv": {"split": "qkv"}, "heads": {"split": "heads"}, "polar_express": {"schedule": "polar_express"},
-    "gram": {"method": "gram_newton_schulz"},
-}
-FREE_LINKS = CostModel(flop_rate=1e9, bandwidth=1e15, peer_latency=0.0, hop_latency=0.0, element_bytes=4)
+def test_registry_and_named_variants_are_all_in_the_equality_cases():
+    """A new registry row is checked at W = 2 without anyone editing a list (derived from OPTIMIZERS)."""
+    names = {case[1] for case in ALL_OPTIMIZERS_W2}
+    assert set(REGISTRY) <= names and set(NAMED_VARIANTS) <= names
+    for name in MATRIX_OPTIMIZERS:  # and every mode of the exchange at W = 2 and 4
+        assert all(("gpt", name, mode) in CASES_BY_WORLD_SIZE[w] for w in (2, 4) for mode in MODES)
 
 
-def optim_cfg(name: str, variant: str = "sharded"):
-    name, _, rule_variant = name.partition("+")
-    cfg = compose_optim_node(name)
-    for key, value in VARIANTS.get(rule_variant, {}).items():
-        OmegaConf.update(cfg, key if "." in key else f"matrix.{key}", value)
-    if name != "adamw":
-        cfg.matrix.weight_decay = 0.1  # exercise decoupled weight decay on shards too
-        cfg.orthogonalize.comm_dtype = "float32"
-        cfg.orthogonalize.compute_dtype = "float32"  # exactness: auto is bf16 on AMX / AVX512-BF16 CPUs
-        for key, value in EXCHANGE_VARIANTS.get(variant, {}).items():
-            cfg.orthogonalize[key] = value
-    return cfg
-
-
-def build(kind: str, name: str, mesh, variant: str = "sharded"):
-    torch.manual_seed(0)
-    model = GPT(ODD_GPT) if kind == "gpt" else ThreeMatrices()
-    if mesh is not None:  # the trainer's FSDP2 wrapping, on either model
-        shard_units(list(model.transformer.h) if kind == "gpt" else [model.a, model.b, model.c], model, mesh)
-    cfg = optim_cfg(name, variant)
-    if kind == "gpt":
-        groups = param_groups(model, optim_config(cfg))
-    else:
-        named = dict(model.named_parameters())
-        matrix_role = "vector" if name == "adamw" else "matrix"
-        groups = [
-            {"params": [named[n] for n in ("a.weight", "b.weight", "c.weight")], "param_names": ["a.weight", "b.weight", "c.weight"],
-             "role": matrix_role, "lr": float(cfg[matrix_role].lr), "weight_decay": float(cfg[matrix_role].weight_decay)},
-            {"params": [named["a.bias"], named["b.bias"]], "param_names": ["a.bias", "b.bias"], "role": "vector",
-             "lr": float(cfg.vector.lr), "weight_decay": float(cfg.vector.weight_decay)},
-        ]
-    optimizer = build_from_groups(groups, optim_config(cfg), mesh, n_head=ODD_GPT.n_head if kind == "gpt" else None)
-    if variant == "no_reduce":
-        optimizer.reduce_sum = identity_reduce
-    if variant == "auto_rows" and mesh is not None:
-        optimizer.orthogonalizer.cost_model = FREE_LINKS  # planned at the first step
-    return model, optimizer
-
-
-def batches(kind: str):
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(STEPS):
-        if kind == "gpt":
-            x = torch.randint(0, ODD_GPT.vocab_size, (BATCH, ODD_GPT.block_size), generator=gen)
-            yield x, torch.randint(0, ODD_GPT.vocab_size, x.shape, generator=gen)
-        else:
-            yield torch.randn(BATCH, 5, generator=gen), torch.randn(BATCH, 5, generator=gen)
-
-
-def train(kind: str, name: str, rank: int = 0, world_size: int = 1, mesh=None, variant: str = "sharded"):
-    """STEPS optimizer steps; returns (full parameters by name, exchange figures, state layout ok)."""
-    model, opt = build(kind, name, mesh, variant)
-    for x, y in batches(kind):
-        xs, ys = x.chunk(world_size)[rank], y.chunk(world_size)[rank]
-        if kind == "gpt":
-            _, loss = model(xs, ys, reduction="sum")
-        else:
-            loss = (model(xs) - ys).square().sum()
-        (loss / y.numel()).backward()  # global normalisation; FSDP sums the rank gradients
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    params = {n: (p.full_tensor() if is_dtensor(p) else p).detach().clone() for n, p in model.named_parameters()}
-    layout_ok = all(  # param-shaped state is sharded exactly like its parameter
-        (not is_dtensor(p)) or all(v.placements == p.placements for v in opt.state[p].values() if v.shape == p.shape)
-        for p in model.parameters()
-    )
-    ortho = getattr(opt, "orthogonalizer", None)
-    figures = {"ns_flops": getattr(ortho, "ns_flops", 0), "sent_elements": getattr(ortho, "sent_elements", 0)}
-    plan = getattr(ortho, "_plan", None)
-    if plan is not None:
-        figures["modes"], figures["buckets"] = plan.modes, len(plan.buckets)
-    return params, figures, layout_ok
-
-
-def distributed_worker(rank: int, world_size: int, cases):
-    from torch.distributed.device_mesh import init_device_mesh
-
-    flat = init_device_mesh("cpu", (world_size,), mesh_dim_names=("dp_shard",))
-    results = {}
-    for case in cases:
-        mesh = flat
-        if case[2:] == ("hsdp",):  # replicate over 2 groups, shard within each
-            mesh = init_device_mesh("cpu", (2, world_size // 2), mesh_dim_names=("dp_replicate", "dp_shard"))
-        assert shard_group(mesh) is not None
-        results[case] = train(*case[:2], rank, world_size, mesh, *case[2:])
-    return results
-
-
-def check_equal(case, reference, ranks, tol: float | None = None):
-    """Every rank's parameters equal one process's (``reference``: train() at W=1, same variant)."""
-    ref_params = reference[0]
-    tol = tol if tol is not None else REL_TOL_BY_OPTIMIZER.get(case[1], REL_TOL)
-    for rank, results in enumerate(ranks):
-        params, _, layout_ok = results[case]
-        assert layout_ok, f"{case}: optimizer state not sharded like its parameter on rank {rank}"
-        for n, ref in ref_params.items():
-            rel = ((params[n] - ref).abs().max() / ref.abs().max()).item()
-            assert rel <= tol, f"{case} rank {rank}: {n} differs by {rel:.2e} (relative) from one process"
-
-
-def moved(kind: str, name: str, reference) -> float:
-    init = dict(build(kind, name, None)[0].named_parameters())
-    return max((reference[0][n] - p).abs().max().item() for n, p in init.items())
-
-
-@pytest.mark.parametrize("world_size", [2])
-def test_all_optimizers_match_one_process_at_w2(world_size):
-    cases = [(kind, name) for name in OPTIMIZERS for kind in ("gpt", "mlp")]
-    ranks = run_ranks(distributed_worker, world_size, cases)
-    for case in cases:
-        reference = train(*case)
-        assert moved(*case, reference) > 1e-3, f"{case}: parameters barely moved; the test would prove nothing"
-        check_equal(case, reference, ranks)
+@pytest.mark.distributed
+def test_all_optimizers_match_one_process_at_w2():
+    ranks = ranks_at(2)
+    for case in ALL_OPTIMIZERS_W2:
+        result = reference(*case)
+        assert moved(*case, result) > 1e-3, f"{case}: parameters barely moved; the test would prove nothing"
+        check_equal(case, result, ranks)
         if case[1] in ("auon", "auon+paper2025"):  # linear time: no whole matrix ever crosses ranks
             assert all(r[case][1]["ns_flops"] == 0 == r[case][1]["sent_elements"] for r in ranks), case
 
 
+@pytest.mark.distributed
 def test_muon_and_namo_d_match_one_process_at_w4_sharded_replicated_and_hsdp():
-    cases = [(kind, name, mode) for name in ("muon", "namo_d", "spectral_adam", "auon+hybrid") for kind in ("gpt", "mlp")
-             for mode in ("sharded", "replicated", "hsdp")]
-    ranks = run_ranks(distributed_worker, 4, cases + [("gpt", "muon", "bf16_comm")])
-    for case in cases:
-        check_equal(case, train(*case[:2]), ranks)
+    ranks = ranks_at(4)
+    for case in W4_FAMILY:
+        check_equal(case, reference(*case[:2]), ranks)
     # exchange in bf16: close to fp32 (bf16 rounding of U and O), but really rounded
-    reference = train("gpt", "muon")
-    check_equal(("gpt", "muon", "bf16_comm"), reference, ranks, tol=3e-2)
-    bf16_params = ranks[0][("gpt", "muon", "bf16_comm")][0]
-    assert any(not torch.equal(bf16_params[n], p) for n, p in reference[0].items())
+    fp32 = reference("gpt", "muon")
+    check_equal(BF16_COMM, fp32, ranks, tol=3e-2)
+    bf16_params = ranks[0][BF16_COMM][0]
+    assert any(not torch.equal(bf16_params[n], p) for n, p in fp32[0].items())
     # sharded: the ranks' NS FLOPs add up to one NS per matrix; replicated: every rank does them all
     shapes = [(45, 15), (15, 15), (60, 15), (15, 60)]
     total = sum(flops_per_rank(shapes, [0] * 4, 1))  # per step (the figures are the last step's)
@@ -211,14 +55,14 @@ def test_muon_and_namo_d_match_one_process_at_w4_sharded_replicated_and_hsdp():
     assert sum(sharded) == total and replicated == [total] * 4
 
 
+@pytest.mark.distributed
 def test_removing_a_row_spanning_reduction_breaks_the_equality():
     """The equality above is not vacuous: without the all-reduce of NAMO's norms or AuON's two
     scalars, two ranks compute something else."""
-    cases = [("gpt", name, "no_reduce") for name in ("namo", "auon", "auon+hybrid")]
-    ranks = run_ranks(distributed_worker, 2, cases)
-    for case in cases:
+    ranks = ranks_at(2)
+    for case in NO_REDUCE:
         with pytest.raises(AssertionError, match="differs by"):
-            check_equal(case, train(*case[:2]), ranks)
+            check_equal(case, reference(*case[:2]), ranks)
 
 
 # ---- owner assignment: pure, no processes ---------------------------------------------------------

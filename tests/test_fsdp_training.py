@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test launches train.py under torchrun or alone
+
+
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 4
 REL_TOL = 1e-5
@@ -117,11 +120,10 @@ def test_resume_with_another_global_batch_is_refused(runs, tmp_path, data_cache_
 
 @pytest.mark.parametrize("name", ["spectral_msgd", "spectral_adam", "auon"])
 def test_the_wider_family_trains_under_torchrun(tmp_path, data_cache_dir, name):
-    """Two ranks, the real train.py: the loss falls (0.16-0.6 nats in 8 steps measured), and one
-    process computes the same losses."""
+    """Two ranks, the real train.py: the loss falls (0.16-0.6 nats in 8 steps measured). That two
+    ranks compute what one does is proven per parameter for every optimizer in
+    tests/test_fsdp_equivalence.py, and through train.py by test_two_ranks_train_like_one_process."""
     overrides = [f"optim={name}", "trainer.max_steps=8", "trainer.checkpoint_every=0"]
     train(tmp_path / "w2", 2, data_cache_dir, *overrides)
-    train(tmp_path / "w1", 1, data_cache_dir, *overrides)
-    w2, w1 = losses(tmp_path / "w2"), losses(tmp_path / "w1")
-    assert w2[8] < w2[1] - 0.1, w2
-    assert_close(w2, w1, range(1, 9))
+    w2 = losses(tmp_path / "w2")
+    assert sorted(w2) == list(range(1, 9)) and w2[8] < w2[1] - 0.1, w2

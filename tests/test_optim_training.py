@@ -20,6 +20,8 @@ NAMES = ["adamw", "muon", "namo", "namo_d", "adago", "normuon", "spectral_msgd",
 def optim_cfg(name: str, **matrix_overrides):
     """The composed ``optim`` node of configs/optim/<name>.yaml (mutable: tests adjust it)."""
     cfg = compose_optim_node(name)
+    if "orthogonalize" in cfg:  # fp32 Newton-Schulz on any CPU: the exact comparisons below are fp32's
+        cfg.orthogonalize.compute_dtype = "float32"
     for key, value in matrix_overrides.items():
         cfg.matrix[key] = value
     return cfg

@@ -14,6 +14,8 @@ from trainer.fault_injection.harness import (
     TrainJob, differences_from, fault_kill_one_rank, needs_multiprocess_training, seed_from_env,
 )
 
+pytestmark = pytest.mark.slow  # kills and relaunches real training processes
+
 
 @pytest.mark.distributed
 def test_killed_rank_restarts_resumes_and_finishes(prepared_embedded, data_cache_dir, tmp_path):

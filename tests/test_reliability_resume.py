@@ -19,6 +19,11 @@ from trainer.fault_injection.harness import (
     needs_multiprocess_training, resume_line, seed_from_env,
 )
 
+pytestmark = pytest.mark.slow  # kills and relaunches real training processes
+
+
+FP32_NEWTON_SCHULZ = "optim.orthogonalize.compute_dtype=float32"  # the same dtype on any CPU (auto: bf16 on AMX)
+
 
 @pytest.mark.parametrize("optim_name", ["adamw", "namo_d"])
 def test_sigkill_in_step_and_in_checkpoint_write_resumes_exactly(prepared_embedded, data_cache_dir, tmp_path,
@@ -26,7 +31,7 @@ def test_sigkill_in_step_and_in_checkpoint_write_resumes_exactly(prepared_embedd
     seed = seed_from_env()
     print(f"FAULT_SEED={seed}")
     rng = random.Random(seed)
-    overrides = (f"optim={optim_name}",)
+    overrides = (f"optim={optim_name}", *(() if optim_name == "adamw" else (FP32_NEWTON_SCHULZ,)))
     reference = TrainJob(tmp_path / "reference", data_cache_dir, overrides)
     reference.run()
     job = TrainJob(tmp_path / "killed", data_cache_dir, overrides)
@@ -47,7 +52,7 @@ def test_two_ranks_sigkill_in_checkpoint_write_resumes_exactly(prepared_embedded
     print(f"FAULT_SEED={seed}")
     rng = random.Random(seed)
     sizes = dict(nproc=2, max_steps=8, checkpoint_every=2, micro_batch_size=1)
-    overrides = ("optim=namo_d",)
+    overrides = ("optim=namo_d", FP32_NEWTON_SCHULZ)
     reference = TrainJob(tmp_path / "reference", data_cache_dir, overrides, **sizes)
     reference.run()
     job = TrainJob(tmp_path / "killed", data_cache_dir, overrides, **sizes)

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from slurm_cluster import LocalSlurm, ensure_slurm_installed
 
-pytestmark = [pytest.mark.slurm, pytest.mark.distributed]
+pytestmark = [pytest.mark.slurm, pytest.mark.distributed, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 NPROC = 2

@@ -54,6 +54,7 @@ def final_val_loss(run_dir: Path) -> float:
     return by_step[max(by_step)]
 
 
+@pytest.mark.slow
 def test_smoke_study_survives_a_kill_and_reports_the_logs(tmp_path):
     out = tmp_path / "smoke"
     proc = subprocess.Popen([sys.executable, "-m", "trainer.study.cli", "cpu_smoke", "--out", str(out),
@@ -223,6 +224,7 @@ def test_launcher_commands(tmp_path):
     assert "hydra.launcher.tasks_per_node=8" in slurm and not any(a.startswith("hydra.run.dir") for a in slurm)
 
 
+@pytest.mark.slow
 def test_paper_study_plans_with_its_gpu_hours():
     result = reproduce("gpt2_124m_paper", "--plan")
     assert result.returncode == 0, result.stderr

@@ -40,6 +40,7 @@ def numbers_from_log(run_dir: Path) -> dict:
             "wall_time_s": wall, "tokens_per_s": train[-1]["tokens"] / wall}
 
 
+@pytest.mark.slow
 def test_cpu_smoke_sweep_runs_and_compares(prepared_embedded, data_cache_dir, tmp_path):
     sweep = tmp_path / "multirun"
     proc = multirun(sweep, data_cache_dir)

@@ -21,7 +21,8 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout (configs/, train.py)
 
-# Tiny, deterministic (fp32 CPU), one metrics row per step; TrainJob adds the step counts.
+# Tiny, deterministic on one machine (every launch resolves the same dtypes), one metrics row per
+# step; TrainJob adds the step counts.
 BASE_OVERRIDES = (
     "model=gpt2-test", "trainer.seq_len=64", "trainer.log_every=1", "trainer.eval_every=0",
     "trainer.eval_batches=1", "trainer.keep_checkpoints=2", "trainer.peak_tflops=1.0", "trainer.plot=false", "trainer.resume=auto",
