@@ -1,6 +1,6 @@
 """Tokenize a data source into train/val uint16 shards, cached and reused.
 
-    python -m data.prepare data=<name> [data.key=value ...]      (same as scripts/prepare_data.py)
+    python -m data.prepare data=<name> [data.key=value ...]      (same as orthogpt-prepare)
 
 Each document becomes ``encode_ordinary(text) + [EOT]`` (so a literal "<|endoftext|>" inside a
 document is plain text, not a separator). Documents go to val when a hash of their text falls below

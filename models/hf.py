@@ -17,12 +17,11 @@ from typing import Mapping
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from models.gpt2 import GPT, GPTConfig
+from models.gpt2 import GPT, GPTConfig, canonical_param_name
+from optim.dtensor import full
 
 # Projections whose weights HF keeps as Conv1D (in, out) instead of nn.Linear's (out, in).
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-# Prefixes that wrappers add to parameter names (torch.compile, DDP); not part of the model.
-WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 # Both are the tanh approximation of GELU that GPT-2 (and models.gpt2.MLP) uses.
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, used by models.gpt2
@@ -30,23 +29,6 @@ LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, used by models.gpt2
 
 class NotGPT2Error(ValueError):
     """The weights or config do not describe a GPT-2 that both implementations compute identically."""
-
-
-def _strip_wrappers(name: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in WRAPPER_PREFIXES:
-            if name.startswith(prefix):
-                name, changed = name[len(prefix) :], True
-    return name
-
-
-def _full_cpu(t: torch.Tensor) -> torch.Tensor:
-    # FSDP2 state dicts hold DTensor shards; gather them (a collective: every rank must call).
-    if hasattr(t, "full_tensor"):
-        t = t.full_tensor()
-    return t.detach().cpu()
 
 
 def _expected_shapes(n_layer: int, n_embd: int, vocab: int, block: int) -> dict[str, tuple[int, ...]]:
@@ -113,7 +95,8 @@ def to_hf_state_dict(model_or_sd: GPT | Mapping[str, torch.Tensor], vocab_size: 
         raw, vocab_size = model_or_sd.state_dict(), model_or_sd.config.vocab_size
     else:
         raw = model_or_sd
-    sd = {_strip_wrappers(k): _full_cpu(v) for k, v in raw.items()}
+    # wrapper components out of the names (models.gpt2, as the routing reads them); FSDP2 shards gathered
+    sd = {canonical_param_name(k): full(v).detach().cpu() for k, v in raw.items()}
     if vocab_size is not None:
         sd = {k: v[:vocab_size] if k in ("transformer.wte.weight", "lm_head.weight") else v for k, v in sd.items()}
     sd = _with_zero_biases(sd)

@@ -23,15 +23,29 @@ exp_avg_sq) in both conventions, so checkpoints and diagnostics read them alike.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.optim.adamw import adamw as functional_adamw
 
-if TYPE_CHECKING:
-    from optim.config import AdamWHParams
+from optim.hparams import check_betas, check_in, check_positive
 
 ADAMW_IMPLS = ("torch", "namo_repo")
+
+
+@dataclass(frozen=True)
+class AdamWHParams:
+    """``optim.adamw``: for every group AdamW steps (defaults: configs/optim/shared/adamw_groups.yaml)."""
+
+    betas: tuple[float, float]
+    eps: float
+    impl: str  # torch | namo_repo (the module docstring)
+
+    def __post_init__(self) -> None:
+        check_betas("optim.adamw.betas", self.betas)
+        check_positive("optim.adamw.eps", self.eps)
+        check_in("optim.adamw.impl", self.impl, ADAMW_IMPLS)
 
 
 @torch.no_grad()

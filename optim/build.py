@@ -3,7 +3,9 @@
     routing (optim.routing)  every parameter -> matrix | embedding | vector
     param_groups             one group per role, with the role's lr and weight decay
     registry row             plain AdamW, or OrthogonalizedOptimizer(rule(hparams), distribution)
-    distribution             from the device mesh (optim.orthogonalize.from_mesh)
+    matrix_transform         the configured Newton-Schulz, resolved once, handed to the rule
+                             (rule.transform), then split as configured (optim.orthogonalize.split)
+    distribution             that transform on the device mesh (optim.orthogonalize.from_mesh)
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import torch.nn as nn
 
 from optim.adamw import build_adamw
 from optim.config import OptimConfig
+from optim.orthogonalize.config import OrthogonalizeConfig, newton_schulz_from_config
 from optim.orthogonalize.from_mesh import build_distribution
+from optim.orthogonalize.split import SplitRows
+from optim.orthogonalize.transform import MatrixTransform
 from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
 from optim.registry import registry_entry
 from optim.routing import ROLES, route_parameters
+from optim.rules.base import MatrixRule
 
 
 def param_groups(model: nn.Module, config: OptimConfig) -> list[dict[str, Any]]:
@@ -47,6 +53,16 @@ def param_groups(model: nn.Module, config: OptimConfig) -> list[dict[str, Any]]:
     return groups
 
 
+def matrix_transform(
+    rule: MatrixRule, config: OrthogonalizeConfig, device: torch.device, n_head: int | None = None
+) -> MatrixTransform:
+    """The whole-matrix transform ``rule`` runs under ``optim.orthogonalize``: the configured
+    Newton-Schulz (its dtype resolved on ``device``) handed to the rule, split by ``config.split``
+    (``n_head``: the model's attention heads, for ``split: heads``)."""
+    transform = rule.transform(newton_schulz_from_config(config, device))
+    return transform if config.split == "none" else SplitRows(transform, config.split, n_head)
+
+
 def build_from_groups(
     groups: list[dict[str, Any]], config: OptimConfig, mesh: Any = None, n_head: int | None = None
 ) -> torch.optim.Optimizer:
@@ -57,10 +73,9 @@ def build_from_groups(
         return build_adamw(groups, config.adamw)
     device = groups[0]["params"][0].device if groups else torch.device("cpu")
     rule = entry.rule(config.rule)
-    transform = rule.transform(config.orthogonalize, device)
+    transform = matrix_transform(rule, config.orthogonalize, device, n_head)
     return OrthogonalizedOptimizer(
-        groups, rule, adamw=config.adamw,
-        distribution=build_distribution(config.orthogonalize, device, mesh, transform, n_head),
+        groups, rule, adamw=config.adamw, distribution=build_distribution(config.orthogonalize, device, transform, mesh),
     )
 
 

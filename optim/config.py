@@ -9,8 +9,10 @@
                            comm_dtype, bucket_elements, overlap (orthogonalized optimizers only)
     optim.routing          roles (embeddings take AdamW) | ndim (every 2-D parameter takes the rule)
 
-Every default lives in configs/optim/*.yaml; these classes have none. ``optim_config`` checks every
-key and range, so a bad value fails before any process group, data or model work.
+Each piece's class lives next to the code that uses it (AdamWHParams: optim/adamw.py;
+OrthogonalizeConfig: optim/orthogonalize/config.py; a rule's HParams: optim/rules/<name>.py); this file
+assembles them. Every default lives in configs/optim/*.yaml; these classes have none. ``optim_config``
+checks every key and range, so a bad value fails before any process group, data or model work.
 """
 
 from __future__ import annotations
@@ -23,19 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optim.adamw import ADAMW_IMPLS
-from optim.dtypes import check_dtype_name
-from optim.hparams import check_betas, check_in, check_int_at_least, check_nonnegative, check_positive, from_mapping
-from optim.orthogonalize.coefficients import SCHEDULES, iteration_schedule
-from optim.orthogonalize.newton_schulz import METHODS
-from optim.orthogonalize.split import SPLITS
+from optim.adamw import AdamWHParams
+from optim.hparams import check_in, check_nonnegative, check_positive, from_mapping
+from optim.orthogonalize.config import OrthogonalizeConfig
 from optim.registry import registry_entry
 from optim.rules.base import RuleHParams
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
-DISTRIBUTED_MODES = ("sharded", "replicated", "row_shards", "auto")
 ROUTINGS = ("roles", "ndim")
 GROUP_KEYS = ("lr", "weight_decay")  # of optim.matrix: the param group's, not the rule's
+MOVED_KEYS = {"split_qkv": "optim.orthogonalize.split=qkv"}  # retired optim.matrix keys -> what says it now
 
 
 @dataclass(frozen=True)
@@ -44,48 +43,6 @@ class GroupHParams:
 
     lr: float
     weight_decay: float
-
-
-@dataclass(frozen=True)
-class AdamWHParams:
-    betas: tuple[float, float]
-    eps: float
-    impl: str  # torch | namo_repo (optim/adamw.py)
-
-    def __post_init__(self) -> None:
-        check_betas("optim.adamw.betas", self.betas)
-        check_positive("optim.adamw.eps", self.eps)
-        check_in("optim.adamw.impl", self.impl, ADAMW_IMPLS)
-
-
-@dataclass(frozen=True)
-class OrthogonalizeConfig:
-    """The whole-matrix transform and how it is distributed (optim.orthogonalize)."""
-
-    method: str  # newton_schulz | gram_newton_schulz | svd
-    steps: int
-    schedule: str  # fixed (coefficients every step) | polar_express (optim/orthogonalize/coefficients.py)
-    coefficients: tuple[float, float, float]
-    split: str  # none | qkv | heads (optim/orthogonalize/split.py)
-    compute_dtype: str  # auto | float32 | bfloat16 | float64
-    distributed: str  # sharded (owners) | replicated | row_shards | auto (optim/orthogonalize/exchange.py)
-    comm_dtype: str
-    bucket_elements: int  # owner-mode exchange in buckets of about this many elements (0: one bucket)
-    overlap: bool  # async all-to-alls: later buckets in flight during this bucket's transform
-
-    def __post_init__(self) -> None:
-        key = "optim.orthogonalize"
-        check_in(f"{key}.method", self.method, METHODS)
-        check_int_at_least(f"{key}.steps", self.steps, 1)
-        check_in(f"{key}.schedule", self.schedule, SCHEDULES)
-        iteration_schedule(self.schedule, self.steps, tuple(self.coefficients))  # [a, b, c] shape
-        check_in(f"{key}.split", self.split, SPLITS)
-        check_dtype_name(f"{key}.compute_dtype", self.compute_dtype)
-        check_dtype_name(f"{key}.comm_dtype", self.comm_dtype)
-        check_in(f"{key}.distributed", self.distributed, DISTRIBUTED_MODES)
-        check_int_at_least(f"{key}.bucket_elements", self.bucket_elements, 0)
-        if not isinstance(self.overlap, bool):
-            raise ValueError(f"{key}.overlap must be true or false, got {self.overlap!r}")
 
 
 @dataclass(frozen=True)
@@ -123,6 +80,9 @@ def optim_config(node: Mapping[str, Any]) -> OptimConfig:
     # a recipe spanning optimizers sets a rule key to null where that rule has no such key
     rule_keys = {f.name for f in dataclasses.fields(entry.hparams)} if entry.hparams else set()
     matrix = {k: v for k, v in matrix.items() if v is not None or k in rule_keys}
+    moved = sorted(set(matrix) & set(MOVED_KEYS))
+    if moved:
+        raise ValueError(f"optim.matrix.{moved[0]} is not a known key; use {MOVED_KEYS[moved[0]]}")
     if entry.rule is None:
         if matrix:
             raise ValueError(f"optim.matrix.{sorted(matrix)[0]} is not a key of '{name}' (it takes lr, weight_decay)")

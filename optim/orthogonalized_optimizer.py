@@ -12,7 +12,7 @@ step():
     4. AdamW on the other groups
 
 Distribution (``MatrixDistribution`` of optim.orthogonalize.from_mesh; default: one process):
-    orthogonalizer  see optim.orthogonalize.local (protocol ``orthogonalize_all``)
+    orthogonalizer  see optim.orthogonalize.orthogonalizer (protocol ``orthogonalize_all``)
     reduce_sum      sum over the row shards of a matrix (see optim.rules.base); identity here
     reduce_max      max over the same group, used only by ``diagnostics()``
 Parameters may be FSDP2 DTensors sharded on dim 0: the rules see ``p.to_local()`` and
@@ -30,8 +30,7 @@ from typing import Any
 
 import torch
 
-from optim.adamw import adamw_direction, adamw_step_
-from optim.config import AdamWHParams
+from optim.adamw import AdamWHParams, adamw_direction, adamw_step_
 from optim.dtensor import local
 from optim.orthogonalize.from_mesh import MatrixDistribution
 from optim.routing import RoutingError, role_of
@@ -61,7 +60,8 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
         if distribution is None and rule.uses_transform and type(rule).transform is not MatrixRule.transform:
             raise ValueError(
                 f"'{rule.name}' has its own whole-matrix transform: pass distribution=MatrixDistribution("
-                f"LocalOrthogonalizer(transform=rule.transform(orthogonalize_config, device))) or use build_optimizer"
+                f"LocalOrthogonalizer(transform=optim.build.matrix_transform(rule, orthogonalize_config, device))) "
+                f"or use build_optimizer"
             )
         distribution = distribution or MatrixDistribution()
         self.orthogonalizer = distribution.orthogonalizer

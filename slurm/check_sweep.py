@@ -4,9 +4,10 @@
 
 Each line (blank lines and '#' comments skipped, overrides separated by whitespace, as
 slurm/sweep_array.sbatch reads them) is composed with the common overrides into the training config
-and validated as train.py would (trainer.config.build_config): an unknown key, an unknown optimizer
-or model, or an impossible value is reported with its line number, and the exit code is 1. Nothing is
-trained and no process group is started.
+and validated as every list of runs is (scripts/run_list_check.py: what train.py checks before it
+trains): an unknown key, an unknown optimizer or model, an impossible value, or a line that repeats
+an earlier one's config is reported with its line number, and the exit code is 1. Nothing is trained
+and no process group is started.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from scripts.run_list_check import DuplicateRuns, validate_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,11 +33,11 @@ def sweep_lines(path: Path) -> list[tuple[int, list[str]]]:
     return lines
 
 
-def check_line(overrides: list[str], world_size: int) -> str | None:
-    """None if the overrides compose and validate, else the error message."""
+def check_line(overrides: list[str], world_size: int, duplicates: DuplicateRuns | None = None,
+               label: str = "") -> str | None:
+    """None if the overrides compose, validate and (given ``duplicates``) repeat no earlier line; else
+    the error message."""
     from hydra import compose, initialize_config_dir
-
-    from trainer.config import build_config
 
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
@@ -42,11 +45,13 @@ def check_line(overrides: list[str], world_size: int) -> str | None:
             return f"'{override}': the sbatch script sets {key} itself"
     try:
         with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
-            cfg = compose("train", overrides=overrides)
-        build_config(cfg, world_size)
+            config = validate_run(compose("train", overrides=overrides), world_size)
     except Exception as error:  # every way a line can be wrong is reported, not raised
         message = str(error).split("\nConfig search path")[0]  # Hydra's list of search paths: noise here
         return f"{type(error).__name__}: {message}".strip()
+    earlier = duplicates.previous(label, config.resolved) if duplicates is not None else None
+    if earlier is not None:
+        return f"composes to the same config as line {earlier}: the two jobs would repeat each other"
     return None
 
 
@@ -67,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     if not lines:
         print(f"{args.sweep_file}: no sweep lines (only blank lines and comments)", file=sys.stderr)
         return 1
-    errors = 0
+    errors, duplicates = 0, DuplicateRuns()
     for number, overrides in lines:
-        error = check_line([*args.overrides, *overrides], args.world_size)
+        error = check_line([*args.overrides, *overrides], args.world_size, duplicates, str(number))
         if error is not None:
             errors += 1
             print(f"{args.sweep_file}:{number}: {' '.join(overrides)}\n    {error}", file=sys.stderr)

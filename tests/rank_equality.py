@@ -22,9 +22,8 @@ from optim.build import build_from_groups, param_groups
 from optim.config import compose_optim_node, load_optim_config, optim_config
 from optim.dtensor import is_dtensor
 from optim.orthogonalize.cost_model import CostModel
-from optim.orthogonalize.from_mesh import shard_group
+from optim.orthogonalize.from_mesh import identity_reduce, shard_group
 from optim.registry import OPTIMIZERS as REGISTRY
-from optim.rules.base import identity_reduce
 from tests.head_keys import HEAD
 from tests.spawn_ranks import run_ranks
 from trainer.parallelize import shard_units

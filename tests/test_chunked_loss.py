@@ -180,7 +180,7 @@ def test_fsdp2_two_ranks_chunked_equals_plain():
 
 @pytest.mark.slow
 def test_train_step_benchmark_runs_and_reports_both_variants(tmp_path):
-    from trainer.benchmarks.train_step import main
+    from scripts.benchmarks.train_step import main
 
     out = tmp_path / "rows.json"
     assert main(["--model", "gpt2-test", "--batch-sizes", "2", "--seq-len", "16", "--steps", "1", "--rounds", "1",

@@ -1,4 +1,4 @@
-"""Run comparison (trainer/compare.py, scripts/compare_runs.py) on synthetic run directories whose
+"""Run comparison (scripts/analysis/compare.py, orthogpt-compare) on synthetic run directories whose
 numbers are known, including a resumed run (duplicate steps) and a diverged one (null val loss)."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.analysis.compare import expand_run_dirs, last_row_per_step, mark_best, summarize_run
+from scripts.analysis.compare import expand_run_dirs, mark_best, summarize_run
+from trainer.metrics import last_row_per_step
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -17,7 +18,7 @@ TOKENS_PER_STEP = 1000
 
 
 def load_compare_script():
-    from trainer.analysis import compare_cli
+    from scripts.analysis import compare_cli
 
     return compare_cli
 

@@ -28,7 +28,7 @@ SMALL = GPTConfig(name="cuda-small", vocab_size=97, block_size=16, n_layer=2, n_
 
 def test_bf16_newton_schulz_matches_torch_muon_on_cuda():
     from optim.orthogonalize.from_mesh import MatrixDistribution
-    from optim.orthogonalize.local import LocalOrthogonalizer
+    from optim.orthogonalize.orthogonalizer import LocalOrthogonalizer
     from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
     from optim.rules.base import MomentumHParams
     from optim.rules.muon import MuonRule
@@ -131,7 +131,7 @@ def nccl_exchange_worker(rank, world_size, variant):
     import torch.distributed as dist
 
     from optim.orthogonalize.exchange import ShardedOrthogonalizer
-    from optim.orthogonalize.local import LocalOrthogonalizer
+    from optim.orthogonalize.orthogonalizer import LocalOrthogonalizer
     from optim.orthogonalize.row_shards import row_split
 
     g = torch.Generator().manual_seed(0)

@@ -189,7 +189,7 @@ def test_every_data_config_composes(name, tmp_path):
 
 
 def test_cli_reports_prepared_data(prepared_embedded, data_cache_dir):
-    out = subprocess.run([sys.executable, "scripts/prepare_data.py", "data=embedded",
+    out = subprocess.run([sys.executable, "-m", "data.prepare", "data=embedded",
                           f"data.cache_dir={data_cache_dir}"], cwd=REPO, capture_output=True, text=True, check=True)
     assert f"train {prepared_embedded.num_tokens['train']:,} tokens" in out.stdout
     assert str(prepared_embedded.dir) in out.stdout

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from optim.registry import known_optimizers
 from trainer.config import build_config
-from trainer.sweep_check import SweepConfigError, check_sweep, sweep_job_overrides
+from scripts.sweep_check import SweepConfigError, check_sweep, sweep_job_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))

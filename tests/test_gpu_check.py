@@ -1,4 +1,4 @@
-"""The GPU acceptance script (scripts/gpu_check.sh -> trainer/gpu_check.py): its CPU dry run runs the
+"""The GPU acceptance script (scripts/gpu_check.sh -> scripts/gpu_check.py): its CPU dry run runs the
 whole sequence (setup, the CUDA tests, which skip here, the per-optimizer benchmark, the exchange
 under torchrun) and writes its report; its mistakes are one line and exit 2 before any work."""
 

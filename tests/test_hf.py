@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from tests.head_keys import HEAD
-import yaml
 from transformers import GPT2LMHeadModel
 
 from models.gpt2 import GPT, GPTConfig
+from models.model_config import load_model_config
 from models.hf import (
     NotGPT2Error,
     from_hf,
@@ -29,7 +29,6 @@ from models.hf import (
     to_hf_state_dict,
 )
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "model" / "gpt2-test.yaml"
 
 
 @pytest.fixture(autouse=True)
@@ -44,8 +43,7 @@ def hub_offline(monkeypatch):
 def model() -> GPT:
     """gpt2-test with every tensor perturbed, so biases and LayerNorms are not their 0/1 init and a
     mix-up of any two tensors (or a missed transpose) shows in the logits."""
-    with open(CONFIG) as f:
-        cfg = GPTConfig(**yaml.safe_load(f))
+    cfg = load_model_config("gpt2-test")
     torch.manual_seed(0)
     m = GPT(cfg)
     with torch.no_grad():

@@ -30,7 +30,8 @@ TRAIN_ARGS = [
 ]
 
 
-from trainer.tools import export_hf, import_hf, sample  # noqa: E402
+from scripts import sample  # noqa: E402
+from scripts.hf import export_hf, import_hf  # noqa: E402
 
 
 def train(run_dir: Path, data_cache_dir: Path, *extra: str, launcher: tuple[str, ...] = (sys.executable,)):

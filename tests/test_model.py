@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from tests.head_keys import HEAD
-import yaml
 
 from models.gpt2 import GPT, GPTConfig, flops_per_token
+from models.model_config import load_model_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"
 
@@ -21,8 +21,7 @@ SMALL = dict(name="small", vocab_size=64, block_size=16, n_layer=1, n_head=2, n_
 
 
 def load_config(name: str) -> GPTConfig:
-    with open(CONFIG_DIR / f"{name}.yaml") as f:
-        return GPTConfig(**yaml.safe_load(f))
+    return load_model_config(name)
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,9 @@ import optim.dtypes as dtypes
 from optim.config import load_optim_config
 from optim.orthogonalize.coefficients import POLAR_EXPRESS, iteration_schedule
 from optim.orthogonalize.gram_newton_schulz import gram_newton_schulz_flops
-from optim.orthogonalize.local import LocalOrthogonalizer, newton_schulz_from_config
+from optim.orthogonalize.config import newton_schulz_from_config
 from optim.orthogonalize.newton_schulz import method_flops, newton_schulz_flops, orthogonalize
+from optim.orthogonalize.orthogonalizer import LocalOrthogonalizer
 from optim.orthogonalize.split import SplitRows
 from tests.test_newton_schulz import with_singular_values
 

@@ -12,7 +12,7 @@ from optim.config import load_optim_config
 from optim.rules.adago import AdaGORule
 from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
 from optim.orthogonalize.from_mesh import MatrixDistribution
-from optim.orthogonalize.local import LocalOrthogonalizer
+from optim.orthogonalize.orthogonalizer import LocalOrthogonalizer
 
 
 def polar(X: torch.Tensor) -> torch.Tensor:

@@ -10,15 +10,17 @@ import torch.nn as nn
 from omegaconf import OmegaConf
 
 from models.gpt2 import GPT, GPTConfig
+from models.model_config import load_model_config
 from optim import RoutingError, known_optimizers, route_parameters
 from optim import build_optimizer as build_typed
 from optim.build import param_groups as typed_param_groups
 from optim.config import compose_optim_node, load_optim_config, optim_config
 from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
+from optim.registry import OPTIMIZERS
 from optim.rules.muon import MuonRule
 
 ROOT = Path(__file__).resolve().parents[1]
-MATRIX_OPTIMIZERS = ["muon", "namo", "namo_d", "adago", "normuon", "spectral_msgd", "spectral_adam", "auon"]
+MATRIX_OPTIMIZERS = [name for name, entry in OPTIMIZERS.items() if entry.rule is not None]  # from the registry
 
 
 def cfg_of(name: str):
@@ -32,7 +34,7 @@ def build_optimizer(model, cfg):
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return GPT(GPTConfig(**OmegaConf.to_container(OmegaConf.load(ROOT / "configs/model/gpt2-test.yaml"))))
+    return GPT(load_model_config("gpt2-test"))
 
 
 def test_every_config_builds_its_registered_optimizer(model):
@@ -77,6 +79,7 @@ BAD = [  # (optimizer, dotted key, bad value, key named in the error)
     ("spectral_adam", "matrix.eps", -1e-8, "optim.matrix.eps"),
     ("spectral_msgd", "matrix.ridge_eps", -1.0, "optim.matrix.ridge_eps"),
     ("spectral_msgd", "matrix.input", "adam", "optim.matrix.input"),
+    ("spectral_adam", "matrix.split_qkv", True, "use optim.orthogonalize.split=qkv"),  # the retired key says what replaced it
     ("auon", "matrix.variant", "v2", "optim.matrix.variant"),
     ("auon", "matrix.gamma", 0.0, "optim.matrix.gamma"),
 ]

@@ -14,9 +14,10 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
 from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
+from optim.build import matrix_transform
 from optim.config import load_optim_config
 from optim.orthogonalize.from_mesh import MatrixDistribution
-from optim.orthogonalize.local import LocalOrthogonalizer
+from optim.orthogonalize.orthogonalizer import LocalOrthogonalizer
 from optim.registry import OPTIMIZERS
 
 RULES = sorted(n for n, entry in OPTIMIZERS.items() if entry.rule is not None)
@@ -47,7 +48,7 @@ def test_dtensor_params_equal_plain_params(mesh, name):
     for params in (plain, sharded):
         group = {"params": params, "param_names": ["a", "b"], "role": "matrix", "lr": 0.02, "weight_decay": 0.1}
         rule = rule_cls(hparams)
-        local = LocalOrthogonalizer(transform=rule.transform(config.orthogonalize, torch.device("cpu")))
+        local = LocalOrthogonalizer(transform=matrix_transform(rule, config.orthogonalize, torch.device("cpu")))
         opts.append(OrthogonalizedOptimizer([group], rule, distribution=MatrixDistribution(local)))
     state = opts[1].state[sharded[0]]
     param_shaped = [v for k, v in state.items() if k != "step" and v.shape == sharded[0].shape]

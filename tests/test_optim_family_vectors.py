@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from optim.build import matrix_transform
 from optim.config import load_optim_config
 from optim.orthogonalize.from_mesh import MatrixDistribution
-from optim.orthogonalize.local import LocalOrthogonalizer
+from optim.orthogonalize.orthogonalizer import LocalOrthogonalizer
 from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
 from optim.registry import OPTIMIZERS
 
@@ -25,23 +26,22 @@ TOLERANCE = {"float32": 1e-6, "float64": 1e-10, "bf16": 2.5e-3}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def spectral_case(hyper: dict, family: str) -> tuple[str, dict, int]:
+def spectral_case(hyper: dict, family: str) -> tuple[str, dict, int, str]:
     p = float(hyper["spectral_exponent"])
-    common = {"power": p, "split_qkv": hyper["split_qkv_updates"]}
     if family == "msgd":
-        rule = {**common, "momentum": hyper["momentum"], "nesterov": hyper["nesterov"]}
+        rule = {"power": p, "momentum": hyper["momentum"], "nesterov": hyper["nesterov"]}
     else:
-        rule = {**common, "beta1": hyper["betas"][0], "beta2": hyper["betas"][1], "eps": hyper["eps"]}
-    return f"spectral_{family}", rule, hyper["ns_iters"]
+        rule = {"power": p, "beta1": hyper["betas"][0], "beta2": hyper["betas"][1], "eps": hyper["eps"]}
+    return f"spectral_{family}", rule, hyper["ns_iters"], "qkv" if hyper["split_qkv_updates"] else "none"
 
 
 AUON_VARIANTS = {"default": "default", "hybrid": "hybrid", "hybrid_ns1": "hybrid", "paper2025": "paper2025"}
 
 
-def auon_case(hyper: dict, variant: str) -> tuple[str, dict, int]:
+def auon_case(hyper: dict, variant: str) -> tuple[str, dict, int, str]:
     rule = {"momentum": hyper["momentum"], "nesterov": hyper.get("nesterov", True),
             "gamma": hyper.get("gamma", 1.0), "variant": AUON_VARIANTS[variant]}
-    return "auon", rule, hyper.get("ns_steps", 5)
+    return "auon", rule, hyper.get("ns_steps", 5), "none"
 
 
 FILES = sorted(p.stem for p in VECTORS.glob("spectral_*.json")) + sorted(p.stem for p in VECTORS.glob("auon_*.json"))
@@ -54,15 +54,16 @@ def replay(stem: str) -> float:
     kind, rest = stem.split("_", 1)
     variant = rest.rsplit("_", 1)[0]
     if kind == "spectral":
-        name, rule_values, steps = spectral_case(h, variant.split("_")[0])
+        name, rule_values, steps, split = spectral_case(h, variant.split("_")[0])
     else:
-        name, rule_values, steps = auon_case(h, variant)
+        name, rule_values, steps, split = auon_case(h, variant)
     bf16 = ref["newton_schulz_dtype"] == "bf16"
     compute = "bfloat16" if bf16 else ref["dtype"]
-    config = load_optim_config(name, [f"optim.orthogonalize.steps={steps}", f"optim.orthogonalize.compute_dtype={compute}"])
+    config = load_optim_config(name, [f"optim.orthogonalize.steps={steps}", f"optim.orthogonalize.compute_dtype={compute}",
+                                      f"optim.orthogonalize.split={split}"])
     hparams = dataclasses.replace(config.rule, **rule_values)
     rule = OPTIMIZERS[name].rule(hparams)
-    transform = rule.transform(config.orthogonalize, torch.device("cpu"))
+    transform = matrix_transform(rule, config.orthogonalize, torch.device("cpu"))
     params = [torch.nn.Parameter(torch.tensor(x, dtype=dtype)) for x in ref["init"]]
     group = {"params": params, "param_names": [f"w{i}" for i in range(len(params))], "role": "matrix",
              "lr": h["lr"], "weight_decay": h.get("weight_decay", 0.0)}

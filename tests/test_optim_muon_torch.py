@@ -10,7 +10,7 @@ from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
 from optim.rules.base import MomentumHParams
 from optim.rules.muon import MuonRule
 from optim.orthogonalize.from_mesh import MatrixDistribution
-from optim.orthogonalize.local import LocalOrthogonalizer
+from optim.orthogonalize.orthogonalizer import LocalOrthogonalizer
 
 SHAPES = [(16, 40), (40, 16), (24, 24)]
 

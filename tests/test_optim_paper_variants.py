@@ -17,9 +17,10 @@ import pytest
 import torch
 
 from optim.adamw import NAMORepoAdamW
-from optim.config import AdamWHParams, load_optim_config
+from optim.adamw import AdamWHParams
+from optim.config import load_optim_config
 from optim.orthogonalize.from_mesh import MatrixDistribution
-from optim.orthogonalize.local import LocalOrthogonalizer
+from optim.orthogonalize.orthogonalizer import LocalOrthogonalizer
 from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
 from optim.registry import registry_entry
 

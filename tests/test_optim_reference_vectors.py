@@ -13,7 +13,7 @@ from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
 from optim.config import load_optim_config
 from optim.orthogonalize.from_mesh import MatrixDistribution
 from optim.registry import OPTIMIZERS
-from optim.orthogonalize.local import LocalOrthogonalizer
+from optim.orthogonalize.orthogonalizer import LocalOrthogonalizer
 
 VECTORS = Path(__file__).parent / "data" / "testvectors"
 

@@ -10,11 +10,13 @@ import torch
 from omegaconf import OmegaConf
 
 from models.gpt2 import GPT, GPTConfig
+from models.model_config import load_model_config
 from optim import build_optimizer as build_typed
 from optim.config import compose_optim_node, optim_config
+from optim.registry import OPTIMIZERS
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ["adamw", "muon", "namo", "namo_d", "adago", "normuon", "spectral_msgd", "spectral_adam", "auon"]
+NAMES = list(OPTIMIZERS)  # every registered optimizer
 
 
 def optim_cfg(name: str, **matrix_overrides):
@@ -33,7 +35,7 @@ def build_optimizer(model, cfg):
 
 def tiny_model(seed: int = 0) -> GPT:
     torch.manual_seed(seed)
-    return GPT(GPTConfig(**OmegaConf.to_container(OmegaConf.load(ROOT / "configs/model/gpt2-test.yaml"))))
+    return GPT(load_model_config("gpt2-test"))
 
 
 def pattern_batch(step: int, batch: int = 4, length: int = 32) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Loss-curve plotting (trainer/plotting.py, scripts/plot_runs.py) from synthetic JSONL metrics."""
+"""Loss-curve plotting (trainer/loss_curve.py, orthogpt-plot) from synthetic JSONL metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.analysis.plotting import loss_series, plot_loss_curves, read_metrics
+from trainer.loss_curve import loss_series, plot_loss_curves
+from trainer.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -107,15 +108,15 @@ def test_cli(tmp_path):
     write_run(tmp_path / "b", tokens_per_step=2048)
     out = tmp_path / "cmp.png"
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "plot_runs.py"), str(tmp_path / "a"), str(tmp_path / "b"),
+        [sys.executable, "-m", "scripts.analysis.plot_cli", str(tmp_path / "a"), str(tmp_path / "b"),
          "-o", str(out)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, cwd=REPO,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert_png(out)
 
     missing = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "plot_runs.py"), str(tmp_path / "nope"), "-o", str(out)],
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "scripts.analysis.plot_cli", str(tmp_path / "nope"), "-o", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
     )  # fmt: skip
     assert missing.returncode == 2 and "does not exist" in missing.stderr

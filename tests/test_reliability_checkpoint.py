@@ -20,7 +20,7 @@ import torch
 
 import trainer.checkpoint as ckpt
 import trainer.checkpoint.store as store
-from trainer.fault_injection.harness import compose_config, losses, tensor_file_crcs, train_in_process
+from scripts.fault_injection.harness import compose_config, losses, tensor_file_crcs, train_in_process
 
 STEPS = (3, 6, 9)
 

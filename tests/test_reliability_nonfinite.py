@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import trainer.checkpoint as ckpt
-from trainer.fault_injection.harness import compose_config
+from scripts.fault_injection.harness import compose_config
 from trainer.config import build_config
 from trainer.distributed import DistContext
 from trainer.loop import Trainer

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from trainer.fault_injection.harness import (
+from scripts.fault_injection.harness import (
     TrainJob, differences_from, fault_kill_one_rank, needs_multiprocess_training, seed_from_env,
 )
 

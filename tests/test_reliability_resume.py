@@ -14,7 +14,7 @@ import random
 
 import pytest
 
-from trainer.fault_injection.harness import (
+from scripts.fault_injection.harness import (
     TrainJob, differences_from, fault_kill_inside_checkpoint_write, fault_kill_inside_step,
     needs_multiprocess_training, resume_line, seed_from_env,
 )

@@ -13,16 +13,17 @@ import dataclasses
 import pytest
 import torch
 
+from optim.build import matrix_transform
 from optim.config import load_optim_config
 from optim.orthogonalize.from_mesh import MatrixDistribution
-from optim.orthogonalize.local import LocalOrthogonalizer
+from optim.orthogonalize.orthogonalizer import LocalOrthogonalizer
 from optim.orthogonalize.newton_schulz import orthogonalize
 from optim.orthogonalize.spectral_power import SpectralPower, svd_power
+from optim.orthogonalize.split import SplitRows
 from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
 from optim.registry import OPTIMIZERS
 
-AUTHORS = dict(iters=15, ridge_eps=1e-6, ridge_trace=1e-4, symmetrize_every=5, split_qkv=False,
-               compute_dtype=torch.float64)
+AUTHORS = dict(iters=15, ridge_eps=1e-6, ridge_trace=1e-4, symmetrize_every=5, compute_dtype=torch.float64)
 
 
 def matrix(rows: int, cols: int, decades: float, seed: int = 0) -> torch.Tensor:
@@ -67,8 +68,8 @@ def test_p1_is_the_identity_and_p0_is_muons_newton_schulz():
 
 def test_qkv_blocks_are_transformed_separately_and_a_stack_equals_its_members():
     X = torch.stack([matrix(48, 16, decades=1, seed=s) for s in range(3)])
-    split = SpectralPower(**{**AUTHORS, "power": 0.5, "split_qkv": True})
     whole = SpectralPower(power=0.5, **AUTHORS)
+    split = SplitRows(whole, "qkv")  # optim.orthogonalize.split=qkv, the spectral YAMLs' default
     out = split(X)
     for b in range(3):
         for block in range(3):
@@ -91,7 +92,7 @@ def test_spectral_momentum_at_p0_is_muon_without_nesterov():
         rule = OPTIMIZERS[name].rule(dataclasses.replace(config.rule, **overrides))
         params = [torch.nn.Parameter(x.clone()) for x in init]
         group = {"params": params, "param_names": ["a", "b", "c"], "role": "matrix", "lr": 0.02, "weight_decay": 0.1}
-        transform = rule.transform(config.orthogonalize, torch.device("cpu"))
+        transform = matrix_transform(rule, config.orthogonalize, torch.device("cpu"))
         opt = OrthogonalizedOptimizer([group], rule, distribution=MatrixDistribution(LocalOrthogonalizer(transform=transform)))
         for step in grads:
             for p, gr in zip(params, step):

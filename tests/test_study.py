@@ -1,4 +1,4 @@
-"""Reproduction studies (trainer/study/): the smoke study end to end with a kill in the middle, the
+"""Reproduction studies (scripts/study/): the smoke study end to end with a kill in the middle, the
 report's numbers against the runs' own logs, and bad study files refused before anything runs."""
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainer.analysis.compare import RunSummary
-from trainer.study.aggregate import Gap, RunResult, summarize_optimizers
-from trainer.study.claims import judge_all
-from trainer.study.plan import PlannedRun
-from trainer.study.spec import STUDY_DIR, RunSpec, StudyError, load_study
+from scripts.analysis.compare import RunSummary
+from scripts.study.aggregate import Gap, RunResult, summarize_optimizers
+from scripts.study.claims import judge_all
+from scripts.study.plan import PlannedRun
+from scripts.study.spec import STUDY_DIR, RunSpec, StudyError, load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = STUDY_DIR / "cpu_smoke.yaml"
 
 
 def reproduce(*args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trainer.study.cli", *map(str, args)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "scripts.study.cli", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600, **kwargs)
 
 
@@ -57,7 +57,7 @@ def final_val_loss(run_dir: Path) -> float:
 @pytest.mark.slow
 def test_smoke_study_survives_a_kill_and_reports_the_logs(tmp_path):
     out = tmp_path / "smoke"
-    proc = subprocess.Popen([sys.executable, "-m", "trainer.study.cli", "cpu_smoke", "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "scripts.study.cli", "cpu_smoke", "--out", str(out),
                              "--progress-every", "1"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     runs = out / "runs"
@@ -207,8 +207,8 @@ def test_best_setting_is_chosen_on_the_mean_and_skips_diverged_settings():
 
 
 def test_launcher_commands(tmp_path):
-    from trainer.study.launch import TRAIN_PY, run_command
-    from trainer.study.spec import Launcher
+    from scripts.study.launch import TRAIN_PY, run_command
+    from scripts.study.spec import Launcher
 
     spec = RunSpec("muon", (("optim.matrix.lr", 0.02),), 1)
     run = PlannedRun(spec, tmp_path / "runs" / "muon" / "lr0.02_s1", ["optim=muon", f"hydra.run.dir={tmp_path}/x"], {},

@@ -12,7 +12,7 @@ import pytest
 from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 
-from trainer.sweep_check import SweepConfigError, check_sweep, sweep_job_overrides
+from scripts.sweep_check import SweepConfigError, check_sweep, sweep_job_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_LRS = {("adamw", 0): 1e-3, ("adamw", 1): 3e-3, ("muon", 0): 1e-2, ("muon", 1): 3e-2}
@@ -25,7 +25,7 @@ def multirun(sweep_dir: Path, data_cache_dir: Path, *overrides: str) -> subproce
 
 
 def load_compare_script():
-    from trainer.analysis import compare_cli
+    from scripts.analysis import compare_cli
 
     return compare_cli
 

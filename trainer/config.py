@@ -5,8 +5,9 @@
         -> TrainConfig                           what every constructor takes a piece of
 
 Where each part is validated: ``model`` by models.gpt2.GPTConfig, ``optim`` by optim.config,
-``data`` by data.prepare.validate_data_config, ``schedule`` by trainer.schedule.Schedule, the rest
-(``trainer``, ``distributed``, ``logging``) by the classes below. Every default lives in YAML
+``data`` by data.prepare.validate_data_config, ``schedule`` by trainer.schedule.Schedule,
+``distributed`` by trainer.distributed.DistributedConfig, ``logging`` by trainer.metrics.LoggingConfig,
+and ``trainer`` and the batch split by the classes below. Every default lives in YAML
 (configs/): the dataclasses declare keys and types only, so an unknown or missing key is an error
 that names it. Nothing here builds a model, opens data or starts a process group.
 """
@@ -25,8 +26,8 @@ from models.gpt2 import GPTConfig
 from optim.config import OptimConfig, optim_config
 from optim.dtypes import check_dtype_name, cpu_bf16_override
 from optim.hparams import check_in, from_mapping
-from trainer.distributed import mesh_shape
-from trainer.metrics import WANDB_MODES
+from trainer.distributed import DistributedConfig, mesh_shape
+from trainer.metrics import WANDB_MODES, LoggingConfig
 from trainer.schedule import Schedule
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -88,43 +89,6 @@ class TrainerConfig:
         if self.resume is True or self.resume == "true":
             return "newest"
         return "auto" if self.resume == "auto" else "path"
-
-
-@dataclass(frozen=True)
-class DistributedConfig:
-    backend: str
-    dp_replicate: int
-    dp_shard: int
-    param_dtype: str
-    reduce_dtype: str
-    reshard_after_forward: bool
-    grad_sync: str
-
-    def __post_init__(self) -> None:
-        check_in("distributed.backend", self.backend, ("auto", "gloo", "nccl"))
-        check_in("distributed.grad_sync", self.grad_sync, ("last_microbatch", "every_microbatch"))
-        check_dtype_name("distributed.param_dtype", self.param_dtype)
-        check_dtype_name("distributed.reduce_dtype", self.reduce_dtype)
-
-
-@dataclass(frozen=True)
-class WandbConfig:
-    mode: str
-    project: str
-    entity: str | None
-    group: str | None
-    tags: tuple[str, ...]
-    name: str | None
-    run_id: str | None
-
-    def __post_init__(self) -> None:
-        check_in("logging.wandb.mode", self.mode, WANDB_MODES)
-
-
-@dataclass(frozen=True)
-class LoggingConfig:
-    progress_bar: bool
-    wandb: WandbConfig
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 torchrun (and srun + torchrun) set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; tasks
 started by Slurm alone (srun, submitit) are recognised from SLURM_PROCID / SLURM_STEP_NUM_TASKS. A plain
-``python train.py`` has none of them and runs as one process with no process group at all.
+``python train.py`` has none of them and runs as one process with no process group at all. ``DistributedConfig`` (the
+``distributed`` keys of the config) lives here, beside the code that uses it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,26 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from optim.dtypes import check_dtype_name
+from optim.hparams import check_in
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    backend: str
+    dp_replicate: int
+    dp_shard: int
+    param_dtype: str
+    reduce_dtype: str
+    reshard_after_forward: bool
+    grad_sync: str
+
+    def __post_init__(self) -> None:
+        check_in("distributed.backend", self.backend, ("auto", "gloo", "nccl"))
+        check_in("distributed.grad_sync", self.grad_sync, ("last_microbatch", "every_microbatch"))
+        check_dtype_name("distributed.param_dtype", self.param_dtype)
+        check_dtype_name("distributed.reduce_dtype", self.reduce_dtype)
 
 
 @dataclass

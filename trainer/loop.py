@@ -26,7 +26,7 @@ from optim.dtypes import resolve_dtype
 from trainer import checkpoint as ckpt
 from trainer.config import TrainConfig, resolved_yaml
 from trainer.distributed import DistContext
-from trainer.metrics import MetricsLogger
+from trainer.metrics import METRICS_FILE, MetricsLogger
 from trainer.mfu import mfu_denominator
 from trainer.parallelize import prepare_model
 from trainer.preemption import StopRequest, stop_file_for
@@ -277,8 +277,8 @@ class Trainer:
                    "mfu_peak_source": self.peak_source}
         if ctx.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-            if t.plot and (self.run_dir / "metrics.jsonl").exists():
-                from trainer.analysis.plotting import plot_loss_curves
+            if t.plot and (self.run_dir / METRICS_FILE).exists():
+                from trainer.loss_curve import plot_loss_curves  # matplotlib: only when a run plots
 
                 plot_loss_curves([self.run_dir], self.run_dir / "loss_curve.png")
         return summary

@@ -1,4 +1,5 @@
-"""Metrics sinks (rank 0 only): a JSONL file in the run directory, a progress bar, and wandb.
+"""Metrics sinks (rank 0 only): a JSONL file in the run directory, a progress bar, and wandb; the
+``logging`` keys of the config (``LoggingConfig``, ``WandbConfig``) live here, beside their consumer.
 
 wandb's API key comes only from the environment (WANDB_API_KEY); it is never part of the config, so
 it never reaches the logged config or the run directory. Mode ``offline`` (default) writes a local run
@@ -7,7 +8,8 @@ that ``wandb sync`` can upload later; ``disabled`` writes nothing.
 ``metrics.jsonl`` is append-only and survives crashes: a line cut short by a kill is dropped when the
 file is reopened (so the next row does not fuse with it), and ``rewind(step)`` on resume moves rows past
 the resumed step (written by the lost part of the run, and about to be written again) to
-``metrics.rewound.jsonl``, so each step appears once in ``metrics.jsonl``.
+``metrics.rewound.jsonl``, so each step appears once in ``metrics.jsonl``. ``read_metrics`` and
+``last_row_per_step`` are the one reader of that file (plots, compare, studies, fault injection).
 """
 
 from __future__ import annotations
@@ -16,21 +18,42 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from tqdm.auto import tqdm
 
-if TYPE_CHECKING:
-    from trainer.config import LoggingConfig
+from optim.hparams import check_in
 
 WANDB_MODES = ("online", "offline", "disabled")
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    mode: str
+    project: str
+    entity: str | None
+    group: str | None
+    tags: tuple[str, ...]
+    name: str | None
+    run_id: str | None
+
+    def __post_init__(self) -> None:
+        check_in("logging.wandb.mode", self.mode, WANDB_MODES)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    progress_bar: bool
+    wandb: WandbConfig
 
 
 class MetricsLogger:
     def __init__(self, run_dir: Path, logging_cfg: LoggingConfig, config_dict: dict, total_steps: int,
                  start_step: int, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = Path(run_dir) / METRICS_FILE
         self.wandb_run = None
         self.bar = None
         if not enabled:
@@ -127,3 +150,42 @@ def rewind_metrics(path: Path, step: int) -> int:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return len(removed)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """All rows of a run's metrics.jsonl, in the order they were written. A last line cut short by a
+    kill is skipped; a corrupt line anywhere else is an error naming the file and line."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {METRICS_FILE} in {run_dir}; pass a run directory written by train.py "
+                                f"(the one holding the resolved config and checkpoints/)")
+    rows: list[dict] = []
+    lines = path.read_text().splitlines()
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if lineno == len(lines):
+                break  # a run killed while writing its last row: the rows before it are good
+            raise ValueError(f"{path}:{lineno}: not a JSON object ({e}); the metrics file is corrupt") from e
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
+def last_row_per_step(rows: list[dict], key: str) -> list[dict]:
+    """Rows that carry ``key`` (even as null), one per step, by step: a resumed run re-logs the steps
+    after its checkpoint, and the row written last wins."""
+    by_step: dict[int, dict] = {}
+    for row in rows:
+        if key in row:
+            if "step" not in row or "tokens" not in row:
+                raise ValueError(f"metrics row with {key!r} has no 'step' or 'tokens': {row}")
+            by_step[int(row["step"])] = row
+    return [by_step[s] for s in sorted(by_step)]

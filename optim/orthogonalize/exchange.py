@@ -32,7 +32,8 @@ model of optim.orthogonalize.cost_model; these iterations run while the first ga
 ``ReplicatedOrthogonalizer`` is the comparison baseline (``optim.orthogonalize.distributed:
 replicated``): every rank gathers every matrix and orthogonalizes all of them.
 
-Both speak the ``Orthogonalizer`` protocol of ``optim.orthogonalize.local``; the rules never see them.
+Both speak the ``Orthogonalizer`` protocol of ``optim.orthogonalize.orthogonalizer`` and ask the
+transform only what ``MatrixTransform`` (optim.orthogonalize.transform) declares; the rules never see them.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ import torch
 import torch.distributed as dist
 
 from optim.orthogonalize.cost_model import CPU_GLOO, CostModel, choose_modes
-from optim.orthogonalize.local import LocalOrthogonalizer
 from optim.orthogonalize.newton_schulz import newton_schulz_flops
+from optim.orthogonalize.orthogonalizer import LocalOrthogonalizer
 from optim.orthogonalize.row_shards import (
     RowShardCollectives,
     pieces_by_source,
@@ -54,7 +55,6 @@ from optim.orthogonalize.row_shards import (
     rows_from_transposed,
     transposed_column_blocks,
 )
-from optim.orthogonalize.split import supports_row_shards
 
 ROW_SHARD_MODES = ("off", "all", "auto")
 
@@ -218,8 +218,7 @@ class ShardedOrthogonalizer(_Exchange):
 
     def _make_plan(self, shapes: list[tuple[int, int]]) -> ExchangePlan:
         transform = self.local.transform
-        def eligible(rows: int, cols: int) -> bool:
-            return supports_row_shards(transform, rows, cols)
+        eligible = transform.supports_row_shards
         modes = ["owner"] * len(shapes)
         if self.row_shards == "all":
             modes = ["row_shards" if eligible(*s) else "owner" for s in shapes]

@@ -15,24 +15,28 @@ shards, so reductions and the NS exchange run within the shard group only):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from optim.dtypes import resolve_dtype
+from optim.orthogonalize.config import OrthogonalizeConfig
 from optim.orthogonalize.cost_model import default_cost_model
 from optim.orthogonalize.exchange import ReplicatedOrthogonalizer, ShardedOrthogonalizer
-from optim.orthogonalize.split import SplitRows
-from optim.orthogonalize.local import LocalOrthogonalizer, MatrixTransform, Orthogonalizer, newton_schulz_from_config
-from optim.rules.base import ReduceFn, identity_reduce
+from optim.orthogonalize.orthogonalizer import LocalOrthogonalizer, Orthogonalizer
+from optim.orthogonalize.transform import MatrixTransform
 
-if TYPE_CHECKING:
-    from optim.config import OrthogonalizeConfig
-
+ReduceFn = Callable[[torch.Tensor], torch.Tensor]
 SHARD_DIM = "dp_shard"
 ROW_SHARDS_OF_MODE = {"sharded": "off", "row_shards": "all", "auto": "auto"}  # optim.orthogonalize.distributed
+
+
+def identity_reduce(t: torch.Tensor) -> torch.Tensor:
+    """The sum over the row blocks of a matrix that is whole (one process)."""
+    return t
 
 
 @dataclass(frozen=True)
@@ -65,15 +69,10 @@ def _all_reduce(op: dist.ReduceOp, group: dist.ProcessGroup) -> ReduceFn:
 
 
 def build_distribution(
-    config: OrthogonalizeConfig, device: torch.device, mesh: Any = None, transform: MatrixTransform | None = None,
-    n_head: int | None = None,
+    config: OrthogonalizeConfig, device: torch.device, transform: MatrixTransform, mesh: Any = None,
 ) -> MatrixDistribution:
-    """The orthogonalizer and reductions for ``optim.orthogonalize`` on ``mesh``. ``transform``: the
-    rule's whole-matrix transform (default: the configured Newton-Schulz); ``n_head``: the model's,
-    for ``split: heads``."""
-    transform = transform or newton_schulz_from_config(config, device)
-    if config.split != "none":
-        transform = SplitRows(transform, config.split, n_head)
+    """The orthogonalizer of ``transform`` (the rule's, split as configured: optim.build) and the
+    reductions, for ``optim.orthogonalize`` on ``mesh``."""
     local = LocalOrthogonalizer(transform=transform)
     group = shard_group(mesh)
     if group is None:

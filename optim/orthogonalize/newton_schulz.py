@@ -15,7 +15,8 @@ form  A = X^T X;  X = a X + X B  (B is symmetric, so (a X^T + B X^T)^T = a X + X
 transpose copies, the small Gram matrix either way. In the right form the Gram matrix is a sum over
 row blocks, A = sum_r X_r^T X_r, so the iteration can also run on the row shards of a distributed
 matrix: A all-reduced each step, B = b A + c A A computed a slice of rows per rank (``shards``,
-a ``RowShards``; optim.orthogonalize.exchange).
+a ``RowShards`` of optim.orthogonalize.transform; optim.orthogonalize.exchange). ``NewtonSchulz``
+is the iteration as a ``MatrixTransform``, the one every Muon-family rule is handed.
 
 The quintic with Jordan's coefficients does not converge to U V^T: it maps every singular value of the
 normalized input into a band around 1 (measured in tests/test_newton_schulz.py), which is what Muon
@@ -31,29 +32,17 @@ comes from ``optim.dtypes`` (``auto``: bf16 where bf16 matmul is fast, as in the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass, field
 
 import torch
 
 from optim.orthogonalize.coefficients import JORDAN, Triplet
 from optim.orthogonalize.gram_newton_schulz import gram_newton_schulz, gram_newton_schulz_flops, gram_pays_off
+from optim.orthogonalize.transform import MatrixTransform, RowShards
 
 NS_COEFFICIENTS: Triplet = JORDAN
 NS_EPS = 1e-7
 METHODS = ("newton_schulz", "gram_newton_schulz", "svd")
-
-
-
-class RowShards(Protocol):
-    """The collectives of an iteration on row shards (one process needs none of them)."""
-
-    def sum_(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` summed over the row shards, in place."""
-        ...
-
-    def polynomial_(self, A: torch.Tensor, b: float, c: float, out: torch.Tensor) -> torch.Tensor:
-        """out = b A + c A A for the replicated Gram stack A (its rows may be split over ranks)."""
-        ...
 
 
 def newton_schulz_flops(rows: int, cols: int, steps: int = 5) -> int:
@@ -174,3 +163,32 @@ def newton_schulz_iterate(
             torch.baddbmm(X, B, X, beta=a, out=X_next)
         X, X_next = X_next, X
     return X
+
+
+@dataclass(frozen=True)
+class NewtonSchulz(MatrixTransform):
+    """Quintic Newton-Schulz (plain or Gram form, or the exact polar factor, ``method="svd"``) as a
+    MatrixTransform. ``coefficients``: one triplet for every step, or one per step (a schedule of
+    optim.orthogonalize.coefficients); ``norm_scale``: the schedule's normalization safety factor."""
+
+    steps: int = field()  # required: field() keeps the dataclass from taking MatrixTransform's None as a default
+    coefficients: tuple
+    compute_dtype: torch.dtype
+    method: str = "newton_schulz"
+    norm_scale: float = 1.0
+
+    def __call__(self, stack: torch.Tensor) -> torch.Tensor:
+        return orthogonalize(stack, self.steps, self.coefficients, self.compute_dtype, self.method, self.norm_scale)
+
+    def flops(self, rows: int, cols: int) -> int:
+        return method_flops(self.method, rows, cols, self.steps)
+
+    def supports_row_shards(self, rows: int, cols: int) -> bool:
+        """Any matrix can iterate on shards of its long side (the Gram matrix is a sum over them)."""
+        return self.method != "svd"
+
+    def row_sharded(self, block: torch.Tensor, shards: RowShards) -> torch.Tensor:
+        """The plain quintic on a stack of row blocks (rows >= cols overall)."""
+        triplets = per_step_triplets(self.coefficients, self.steps)
+        out = newton_schulz_iterate(block, triplets, self.compute_dtype, self.norm_scale, True, shards)
+        return out.to(block.dtype)

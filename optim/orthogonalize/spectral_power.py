@@ -16,8 +16,9 @@ differs from the ideal power: ../shared/OPTIMIZERS_FAMILY.md §1.4. For O = U Σ
 
 This is the authors' iteration, not the exact SVD power (the ridge lifts small singular values; 15
 iterations do not converge the smallest ones): 0.3-9% from U Σ^p Vᵀ depending on conditioning.
-``method="svd"`` gives the exact power (tests). Matrices whose rows are three times their columns
-(GPT-2's packed c_attn) can be split into their q, k, v blocks first, as the authors' GPT-2 runs do.
+``method="svd"`` gives the exact power (tests). GPT-2's packed c_attn is split into its q, k, v blocks
+first, as the authors' GPT-2 runs do, by ``optim.orthogonalize.split: qkv`` (``SplitRows``, the spectral
+optimizers' default), which wraps this transform like any other.
 The fractional powers run in at least fp32 (the authors: the parameter dtype); p = 0 in the
 orthogonalization's compute dtype, like Muon.
 """
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from optim.orthogonalize.newton_schulz import NS_COEFFICIENTS, newton_schulz_flops, orthogonalize
-from optim.orthogonalize.split import row_pieces, transform_row_blocks
+from optim.orthogonalize.transform import MatrixTransform
 
 POWERS = (1.0, 0.5, 0.25, 0.0)
 
@@ -71,7 +72,7 @@ def svd_power(O: torch.Tensor, power: float) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class SpectralPower:
+class SpectralPower(MatrixTransform):
     """The whole-matrix transform Ψ_p of a stack of same-shape matrices (see the module docstring)."""
 
     power: float
@@ -79,18 +80,12 @@ class SpectralPower:
     ridge_eps: float
     ridge_trace: float
     symmetrize_every: int
-    split_qkv: bool
     compute_dtype: torch.dtype  # p = 0 only; fractional powers run in the input's dtype (>= fp32)
     coefficients: tuple = NS_COEFFICIENTS  # p = 0: one triplet, or one per step (a schedule)
     method: str = "coupled_newton"  # or "svd" (exact, float64; tests)
     norm_scale: float = 1.0  # p = 0: the schedule's normalization safety factor
 
     def __call__(self, stack: torch.Tensor) -> torch.Tensor:
-        rows, cols = stack.shape[-2:]
-        pieces = row_pieces(rows, cols, "qkv" if self.split_qkv else "none", None)  # q, k, v: own matrices
-        return transform_row_blocks(stack, pieces, self._apply)
-
-    def _apply(self, stack: torch.Tensor) -> torch.Tensor:
         rows, cols = stack.shape[-2:]
         if self.power == 1.0:
             return stack.clone()
@@ -106,9 +101,7 @@ class SpectralPower:
         return work.to(stack.dtype)
 
     def flops(self, rows: int, cols: int) -> int:
-        """Multiply-add FLOPs (2 per MAC) of one rows x cols matrix (after the q/k/v split, if any)."""
-        if self.split_qkv and rows == 3 * cols:
-            return 3 * self.flops(cols, cols)
+        """Multiply-add FLOPs (2 per MAC) of one rows x cols matrix."""
         if self.power == 1.0:
             return 0
         if self.power == 0.0:

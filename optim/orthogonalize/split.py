@@ -11,6 +11,7 @@ chosen by shape. It happens where the whole matrix is: on the owner rank of the 
 (or in the one process), after the row shards are gathered. So it works at any world size and with
 any row split of FSDP2 (12 heads on 8 ranks, shards that cut through a head), through the same
 exchange, and gives what one process gives. The owner balancing counts the split transform's FLOPs.
+``SplitRows`` wraps any MatrixTransform (Newton-Schulz, a spectral power); the build wraps the rule's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from optim.orthogonalize.transform import MatrixTransform, RowShards
 
 SPLITS = ("none", "qkv", "heads")
 
@@ -44,10 +47,10 @@ def transform_row_blocks(stack: torch.Tensor, pieces: int, fn: Callable[[torch.T
 
 
 @dataclass(frozen=True)
-class SplitRows:
-    """A MatrixTransform on the row blocks that ``split`` selects (see the module docstring)."""
+class SplitRows(MatrixTransform):
+    """``inner`` on the row blocks that ``split`` selects (see the module docstring)."""
 
-    inner: object  # a MatrixTransform
+    inner: MatrixTransform
     split: str
     n_head: int | None = None
 
@@ -59,8 +62,7 @@ class SplitRows:
 
     @property
     def steps(self) -> int | None:
-        """The inner transform's iteration count (what the row-shard cost model and FLOP count use)."""
-        return getattr(self.inner, "steps", None)
+        return self.inner.steps
 
     def pieces(self, rows: int, cols: int) -> int:
         return row_pieces(rows, cols, self.split, self.n_head)
@@ -73,13 +75,8 @@ class SplitRows:
         return pieces * self.inner.flops(rows // pieces, cols)
 
     def supports_row_shards(self, rows: int, cols: int) -> bool:
-        return self.pieces(rows, cols) == 1 and supports_row_shards(self.inner, rows, cols)
+        """Unsplit matrices only: the row shards of FSDP2 do not follow the blocks of a split one."""
+        return self.pieces(rows, cols) == 1 and self.inner.supports_row_shards(rows, cols)
 
-    def row_sharded(self, block: torch.Tensor, shards) -> torch.Tensor:
+    def row_sharded(self, block: torch.Tensor, shards: RowShards) -> torch.Tensor:
         return self.inner.row_sharded(block, shards)
-
-
-def supports_row_shards(transform, rows: int, cols: int) -> bool:
-    """Whether ``transform`` can run on the shards of a rows x cols matrix (the row_shards mode)."""
-    probe = getattr(transform, "supports_row_shards", None)
-    return bool(probe and probe(rows, cols))

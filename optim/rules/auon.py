@@ -28,9 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-from optim.dtypes import resolve_matmul_dtype
 from optim.hparams import check_beta, check_in, check_positive
-from optim.orthogonalize.local import NewtonSchulz, newton_schulz_from_config
+from optim.orthogonalize.newton_schulz import NewtonSchulz
 from optim.rules.base import MatrixContext, MatrixRule, MatrixStats, RuleHParams, nesterov_momentum_
 
 VARIANTS = ("default", "hybrid", "paper2025")
@@ -80,11 +79,12 @@ class AuONRule(MatrixRule[AuONHParams, None, AuONStats]):
         self.uses_transform = hp.variant == "hybrid"
         self.cast_dtype = torch.float32
 
-    def transform(self, orthogonalize_config, device: torch.device) -> NewtonSchulz:
+    def transform(self, newton_schulz: NewtonSchulz) -> NewtonSchulz:
         """The hybrid's Newton-Schulz; called once by the build, which also fixes the dtype that
-        paper2025 casts the momentum to (the script's bf16) from ``optim.orthogonalize.compute_dtype``."""
-        self.cast_dtype = resolve_matmul_dtype(orthogonalize_config.compute_dtype, device, "optim.orthogonalize.compute_dtype")
-        return newton_schulz_from_config(orthogonalize_config, device)
+        paper2025 casts the momentum to (the script's bf16): that Newton-Schulz's compute dtype
+        (``optim.orthogonalize.compute_dtype``, resolved on the device)."""
+        self.cast_dtype = newton_schulz.compute_dtype
+        return newton_schulz
 
     def before_orthogonalize(self, state, grad, ctx: MatrixContext) -> tuple[torch.Tensor, None]:
         return nesterov_momentum_(state["momentum_buffer"], grad, self.hp.momentum, self.hp.nesterov), None

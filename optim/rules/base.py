@@ -26,25 +26,22 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import torch
 
 from optim.hparams import check_beta, check_in, check_positive
+from optim.orthogonalize.from_mesh import ReduceFn, identity_reduce
+from optim.orthogonalize.newton_schulz import NewtonSchulz
+from optim.orthogonalize.transform import MatrixTransform
 
-ReduceFn = Callable[[torch.Tensor], torch.Tensor]
 SHAPE_SCALINGS = ("original", "match_rms_adamw", "none")
 
 
 def statistic_dtype(param: torch.Tensor) -> torch.dtype:
     """Scalar/column statistics in at least fp32 (bf16 params), float64 for float64 params."""
     return torch.promote_types(param.dtype, torch.float32)
-
-
-def identity_reduce(t: torch.Tensor) -> torch.Tensor:
-    return t
 
 
 def shape_scale(full_shape: tuple[int, int], mode: str, scale_coeff: float) -> float:
@@ -128,8 +125,7 @@ class MatrixRule(ABC, Generic[HParamsT, CarryT, StatsT]):
     """Base of the rules: hyper-parameters, eager state, the two phases, diagnostics.
 
     ``uses_transform = False`` (AuON): no whole-matrix transform, so no exchange at all; the
-    after-phase gets its own NS input back as ``ortho``. ``transform`` names the rule's transform
-    (None: the Newton-Schulz of ``optim.orthogonalize``)."""
+    after-phase gets its own NS input back as ``ortho``. ``transform`` gives the rule's transform."""
 
     name = "matrix"
     uses_transform = True
@@ -155,10 +151,10 @@ class MatrixRule(ABC, Generic[HParamsT, CarryT, StatsT]):
     ) -> StatsT:
         """Apply the update in place to ``param`` (local block); return this matrix's stats."""
 
-    def transform(self, orthogonalize_config: Any, device: torch.device) -> Any:
-        """The whole-matrix transform (a MatrixTransform of optim.orthogonalize.local), or None for
-        the configured Newton-Schulz."""
-        return None
+    def transform(self, newton_schulz: NewtonSchulz) -> MatrixTransform:
+        """The whole-matrix transform, given the configured Newton-Schulz (``optim.orthogonalize``,
+        resolved once by the build): that Newton-Schulz itself unless the rule has its own."""
+        return newton_schulz
 
     def summarize(self, stats: list[StatsT], reduce_max: ReduceFn) -> dict[str, float]:
         """Rule-specific diagnostics from the last step's per-matrix stats (default: none)."""

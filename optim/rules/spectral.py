@@ -17,7 +17,9 @@ times sqrt(max(1, rows/cols))), p = 1/2 and 1/4 the coupled Newton iteration.
         W -= lr Ψ_p(O)
 
 No statistic spans rows before the transform, so the rules never call ``reduce_sum``; Ψ_p needs the
-whole matrix and goes through the same owner-based exchange as Newton-Schulz. State: M
+whole matrix and goes through the same owner-based exchange as Newton-Schulz. The authors'
+split_qkv_updates (q, k, v blocks of c_attn transformed separately) is ``optim.orthogonalize.split:
+qkv``, the default of both YAMLs. State: M
 (spectral_msgd: 4 B/param in fp32) or m and v (spectral_adam: 8 B/param).
 """
 
@@ -27,9 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
-from optim.dtypes import resolve_matmul_dtype
 from optim.hparams import check_beta, check_int_at_least, check_nonnegative, check_positive
-from optim.orthogonalize.local import newton_schulz_from_config
+from optim.orthogonalize.newton_schulz import NewtonSchulz
 from optim.orthogonalize.spectral_power import POWERS, SpectralPower
 from optim.rules.base import MatrixContext, MatrixRule, MatrixStats, RuleHParams
 
@@ -43,7 +44,6 @@ class SpectralTransformHParams(RuleHParams):
     ridge_eps: float  # R = B + (ridge_eps + ridge_trace tr(B)/k) I
     ridge_trace: float
     symmetrize_every: int  # symmetrize Y and Z every this many coupled iterations
-    split_qkv: bool  # transform the q, k, v row blocks of a rows = 3 cols matrix separately
 
     def validate(self, prefix: str = "optim.matrix") -> None:
         if float(self.power) not in POWERS:
@@ -99,14 +99,14 @@ def spectral_apply_(param: torch.Tensor, update: torch.Tensor, lr: float, weight
 
 
 class _SpectralRule(MatrixRule):
-    def transform(self, orthogonalize_config, device: torch.device) -> SpectralPower:
-        ns = newton_schulz_from_config(orthogonalize_config, device)
+    def transform(self, newton_schulz: NewtonSchulz) -> SpectralPower:
+        """Ψ_p from this rule's keys and the configured Newton-Schulz's values: its steps (the authors'
+        one ns_iters), its coefficients, normalization and dtype (p = 0), svd for the exact power."""
         return SpectralPower(
-            power=float(self.hp.power), iters=ns.steps, ridge_eps=self.hp.ridge_eps,
+            power=float(self.hp.power), iters=newton_schulz.steps, ridge_eps=self.hp.ridge_eps,
             ridge_trace=self.hp.ridge_trace, symmetrize_every=self.hp.symmetrize_every,
-            split_qkv=self.hp.split_qkv, coefficients=ns.coefficients, norm_scale=ns.norm_scale,
-            compute_dtype=resolve_matmul_dtype(orthogonalize_config.compute_dtype, device, "optim.orthogonalize.compute_dtype"),
-            method="svd" if ns.method == "svd" else "coupled_newton",
+            coefficients=newton_schulz.coefficients, norm_scale=newton_schulz.norm_scale,
+            compute_dtype=newton_schulz.compute_dtype, method="svd" if newton_schulz.method == "svd" else "coupled_newton",
         )
 
     def after_orthogonalize(self, state, param, ortho, carry: None, ctx: MatrixContext) -> MatrixStats:

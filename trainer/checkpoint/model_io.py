@@ -13,8 +13,8 @@ checkpoint::
     <out_dir>/checkpoints/step_00000000/   .metadata, *.distcp, trainer_state.json, MANIFEST.json
 
 ``trainer_state.json`` holds the model config under ``"model"`` and ``"model_only": true``. It is
-what ``scripts/import_hf.py`` produces and what ``read_model_checkpoint`` / ``scripts/export_hf.py``
-/ ``scripts/sample.py`` read back. It cannot be resumed for training (there is no optimizer state).
+what ``orthogpt-import-hf`` produces and what ``read_model_checkpoint`` / ``orthogpt-export-hf``
+/ ``orthogpt-sample`` read back. It cannot be resumed for training (there is no optimizer state).
 """
 
 from __future__ import annotations

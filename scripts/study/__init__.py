@@ -1,0 +1,1 @@
+"""Reproduction studies: a study file (configs/study/) -> validated runs -> one report (scripts/study/cli.py)."""
