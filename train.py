@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from trainer.checkpoint import CheckpointError  # noqa: E402
 from trainer.config import build_config  # noqa: E402
 from trainer.distributed import init_distributed, launcher_world, shutdown  # noqa: E402
-from trainer.resume_check import check_resume_before_start  # noqa: E402
+from trainer.resume import resolve_resume  # noqa: E402
 from trainer.run_dir import register_resolvers  # noqa: E402
 
 register_resolvers()  # ${run_stamp:} in configs/train.yaml
@@ -82,7 +82,7 @@ def main(cfg: DictConfig) -> float | None:
     overrides = list(OmegaConf.to_container(HydraConfig.get().overrides.task))
     try:  # before any process group, data or model work, and before the run directory is touched
         config = build_config(cfg, world_size)
-        check_resume_before_start(config, run_dir)
+        resolve_resume(config, run_dir, deep=False)  # every rank, silently; the Trainer asks again to load
     except (ValueError, CheckpointError) as err:
         exit_on_user_error(err, rank)
     d = config.distributed

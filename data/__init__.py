@@ -3,6 +3,7 @@
     data.tokenizer  gpt2_encoding(), EOT_ID, TokenizerFilesError
     data.sources    embedded (CPython docs), hub and local document iterators
     data.shards     write_shard / read_shard, ShardError
+    data.config     data_config(node) -> EmbeddedData | HubData | LocalData (the typed ``data`` config)
     data.prepare    prepare_dataset(cfg.data) -> PreparedData; CLI `python -m data.prepare data=<name>`
     data.loader     TokenLoader
 

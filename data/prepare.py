@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from data import sources
+from data.config import DataConfig, LocalData, data_config
 from data.shards import SHARD_VERSION, write_shard
 from data.tokenizer import ENCODER_JSON_SHA256, EOT_ID, VOCAB_BPE_SHA256, gpt2_encoding
 
@@ -46,13 +47,6 @@ DEFAULT_CACHE_DIR = "~/.cache/orthogpt/data"
 CACHE_ENV = "ORTHOGPT_DATA_DIR"
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
-# Keys every data config has (their defaults live in configs/data/*.yaml), and each source's own.
-_COMMON_KEYS = ("shard_tokens", "val_fraction", "num_proc", "cache_dir", "max_tokens", "chunk_docs")
-_SOURCE_KEYS = {
-    "embedded": set(),
-    "hub": {"hf_path", "hf_name", "split", "revision", "streaming", "text_field"},
-    "local": {"paths", "format", "text_field", "text_sample_by"},
-}
 # Keys that only change how fast or where preparation runs, not the tokens: kept out of the cache key.
 _NOT_CONTENT = {"name", "num_proc", "cache_dir", "chunk_docs"}
 
@@ -66,69 +60,20 @@ class PreparedData:
     name: str = ""
 
 
-def _as_dict(data_cfg) -> dict:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(data_cfg, DictConfig):
-            return OmegaConf.to_container(data_cfg, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    if not isinstance(data_cfg, Mapping):
-        raise TypeError(f"data config must be a mapping, got {type(data_cfg).__name__}")
-    return dict(data_cfg)
-
-
-def _validate(cfg: dict) -> dict:
-    source = cfg.get("source")
-    if source not in _SOURCE_KEYS:
-        raise ValueError(f"data.source={source!r}: expected one of {sorted(_SOURCE_KEYS)}")
-    if not cfg.get("name"):
-        raise ValueError("data.name is missing: every data config names itself (used for the cache folder)")
-    allowed = {"name", "source"} | set(_COMMON_KEYS) | _SOURCE_KEYS[source]
-    unknown = sorted(set(cfg) - allowed)
-    if unknown:
-        raise ValueError(f"data.{unknown[0]} is not a key of data config {cfg['name']!r} (source={source}); "
-                         f"allowed: {', '.join(sorted(allowed))}")
-    missing = sorted(allowed - set(cfg))
-    if missing:
-        raise ValueError(f"data.{missing[0]} is missing from data config {cfg['name']!r}; "
-                         f"set it in configs/data/{cfg['name']}.yaml or on the command line")
-    cfg = dict(cfg)
-    if not isinstance(cfg["shard_tokens"], int) or cfg["shard_tokens"] < 1:
-        raise ValueError(f"data.shard_tokens={cfg['shard_tokens']!r}: expected a positive integer")
-    if not 0.0 <= float(cfg["val_fraction"]) < 1.0:
-        raise ValueError(f"data.val_fraction={cfg['val_fraction']!r}: expected 0 <= val_fraction < 1")
-    if not isinstance(cfg["num_proc"], int) or cfg["num_proc"] < 0:
-        raise ValueError(f"data.num_proc={cfg['num_proc']!r}: expected 0 (one per core) or a positive integer")
-    if cfg["max_tokens"] is not None and (not isinstance(cfg["max_tokens"], int) or cfg["max_tokens"] < 1):
-        raise ValueError(f"data.max_tokens={cfg['max_tokens']!r}: expected null or a positive integer")
-    if source == "hub" and not cfg.get("hf_path"):
-        raise ValueError("data.hf_path is missing: the hub data set to read, e.g. HuggingFaceFW/fineweb-edu")
-    if source == "local":
-        cfg["paths"] = sources.resolve_local_paths(cfg["paths"])
-        sources.local_format(cfg["paths"], cfg["format"])
-    return cfg
-
-
-def validate_data_config(data_cfg) -> dict:
-    """The ``data`` node (a DictConfig or a mapping) checked: keys, ranges, local files. Returns the
-    plain dict that ``prepare_dataset`` takes."""
-    return _validate(_as_dict(data_cfg))
-
-
-def cache_root(cfg: Mapping) -> Path:
-    root = cfg.get("cache_dir") or os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR
+def cache_root(cfg: DataConfig) -> Path:
+    root = cfg.cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR
     return Path(root).expanduser().resolve()
 
 
-def cache_key(cfg: Mapping) -> str:
-    content = {k: v for k, v in sorted(cfg.items()) if k not in _NOT_CONTENT}
+def cache_key(cfg: DataConfig) -> str:
+    """Hash of the fields that change the tokens (``asdict``: the same mapping, and so the same key, as
+    the validated dict of earlier versions), the format versions and the source's own inputs."""
+    content = {k: v for k, v in sorted(asdict(cfg).items()) if k not in _NOT_CONTENT}
     content["_versions"] = [PREP_VERSION, SHARD_VERSION, ENCODER_JSON_SHA256, VOCAB_BPE_SHA256]
-    if cfg["source"] == "embedded":  # the corpus is this interpreter's own documentation
+    if cfg.source == "embedded":  # the corpus is this interpreter's own documentation
         content["_python"] = [platform.python_implementation(), platform.python_version()]
-    if cfg["source"] == "local":  # re-prepare when a file changes
-        content["_files"] = [[p, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in cfg["paths"]]
+    if isinstance(cfg, LocalData):  # re-prepare when a file changes
+        content["_files"] = [[p, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in cfg.paths]
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -187,10 +132,10 @@ def _batched(iterable, n: int):
         yield batch
 
 
-def _encoded_stream(cfg: dict):
+def _encoded_stream(cfg: DataConfig):
     """(tokens, is_val) per document, in document order, from a pool of worker processes."""
-    vf = float(cfg["val_fraction"])
-    nproc = cfg["num_proc"] or min(os.cpu_count() or 1, 8)
+    vf = cfg.val_fraction
+    nproc = cfg.num_proc or min(os.cpu_count() or 1, 8)
     if nproc == 1:
         for text in sources.documents(cfg):
             yield _encode_document((text, vf))
@@ -200,7 +145,7 @@ def _encoded_stream(cfg: dict):
     # as fast as it can and hold it all in memory); results are yielded in submission order.
     with multiprocessing.get_context("spawn").Pool(nproc) as pool:
         inflight = deque()
-        for batch in _batched(sources.documents(cfg), cfg["chunk_docs"]):
+        for batch in _batched(sources.documents(cfg), cfg.chunk_docs):
             inflight.append(pool.apply_async(_encode_batch, (batch, vf)))
             if len(inflight) >= 4 * nproc:
                 yield from inflight.popleft().get()
@@ -208,12 +153,12 @@ def _encoded_stream(cfg: dict):
             yield from inflight.popleft().get()
 
 
-def _build(cfg: dict, folder: Path) -> dict:
+def _build(cfg: DataConfig, folder: Path) -> dict:
     gpt2_encoding()  # fail on bad tokenizer files before starting workers
-    writers = {s: _ShardWriter(folder, s, cfg["shard_tokens"]) for s in ("train", "val")}
+    writers = {s: _ShardWriter(folder, s, cfg.shard_tokens) for s in ("train", "val")}
     ndocs = {"train": 0, "val": 0}
     start = time.time()
-    bar = tqdm(desc=f"tokenizing {cfg['name']}", unit="doc", dynamic_ncols=True, disable=None)
+    bar = tqdm(desc=f"tokenizing {cfg.name}", unit="doc", dynamic_ncols=True, disable=None)
     stream = _encoded_stream(cfg)
     for tokens, is_val in stream:
         split = "val" if is_val else "train"
@@ -223,20 +168,20 @@ def _build(cfg: dict, folder: Path) -> dict:
         total = writers["train"].total + writers["val"].total
         if bar.n % 256 == 0:
             bar.set_postfix(tokens=f"{total:,}")
-        if cfg["max_tokens"] and total >= cfg["max_tokens"]:
+        if cfg.max_tokens and total >= cfg.max_tokens:
             break
     stream.close()  # stops the worker pool early when max_tokens cut the source short
     bar.close()
     for w in writers.values():
         w.flush()
     if writers["train"].total == 0:
-        raise ValueError(f"data {cfg['name']!r}: the source gave no training text")
-    if cfg["val_fraction"] > 0 and writers["val"].total == 0:
-        raise ValueError(f"data {cfg['name']!r}: no document fell into val with val_fraction="
-                         f"{cfg['val_fraction']} ({ndocs['train']} documents); raise data.val_fraction")
+        raise ValueError(f"data {cfg.name!r}: the source gave no training text")
+    if cfg.val_fraction > 0 and writers["val"].total == 0:
+        raise ValueError(f"data {cfg.name!r}: no document fell into val with val_fraction="
+                         f"{cfg.val_fraction} ({ndocs['train']} documents); raise data.val_fraction")
     meta = {
-        "name": cfg["name"],
-        "config": cfg,
+        "name": cfg.name,
+        "config": asdict(cfg),
         "num_tokens": {s: w.total for s, w in writers.items()},
         "num_documents": ndocs,
         "shards": {s: w.shards for s, w in writers.items()},
@@ -258,11 +203,12 @@ def _load(folder: Path) -> PreparedData:
     )
 
 
-def prepare_dataset(data_cfg) -> PreparedData:
-    """Prepare (or reuse) the shards of a data config (a Hydra ``cfg.data`` or a plain dict)."""
-    cfg = validate_data_config(data_cfg)
+def prepare_dataset(data_cfg: DataConfig | Mapping) -> PreparedData:
+    """Prepare (or reuse) the shards of a data config: the typed one (``TrainConfig.data``), or a
+    Hydra ``cfg.data`` / plain mapping, which is checked and typed first (data.config.data_config)."""
+    cfg = data_config(data_cfg)
     root = cache_root(cfg)
-    final = root / f"{cfg['name']}-{cache_key(cfg)}"
+    final = root / f"{cfg.name}-{cache_key(cfg)}"
     if (final / "meta.json").is_file():  # complete folders only appear through the rename below
         return _load(final)
     root.mkdir(parents=True, exist_ok=True)
@@ -284,7 +230,7 @@ def prepare_dataset(data_cfg) -> PreparedData:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        log.info("prepared %s: %s tokens in %ss -> %s", cfg["name"], meta["num_tokens"], meta["seconds"], final)
+        log.info("prepared %s: %s tokens in %ss -> %s", cfg.name, meta["num_tokens"], meta["seconds"], final)
         return _load(final)
     finally:
         lock.release()

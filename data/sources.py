@@ -23,14 +23,15 @@ from __future__ import annotations
 import ast
 import sysconfig
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
+
+from data.config import DataConfig, HubData, LocalData, local_format
 
 # Folders of the stdlib whose docstrings we leave out: tests (mostly boilerplate), IDLE and lib2to3
 # (tooling), and installed third-party packages (differ from machine to machine).
 _STDLIB_SKIP = frozenset({"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages"})
 
-LOCAL_FORMATS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
 def pydoc_topics() -> Iterator[str]:
@@ -73,71 +74,38 @@ def embedded_documents() -> Iterator[str]:
     yield from stdlib_docstrings()
 
 
-def hub_documents(cfg: Mapping) -> Iterator[str]:
+def hub_documents(cfg: HubData) -> Iterator[str]:
     """Stream a hub data set, e.g. ``load_dataset("HuggingFaceFW/fineweb-edu", "sample-10BT",
     split="train", streaming=True)``, yielding its ``text_field`` column."""
     import datasets
 
     try:
         ds = datasets.load_dataset(
-            cfg["hf_path"],
-            cfg["hf_name"],
-            split=cfg["split"],
-            streaming=bool(cfg["streaming"]),
-            revision=cfg["revision"],
+            cfg.hf_path,
+            cfg.hf_name,
+            split=cfg.split,
+            streaming=cfg.streaming,
+            revision=cfg.revision,
         )
     except RuntimeError as e:
         if "scripts are no longer supported" not in str(e):
             raise
         # datasets>=4 runs no loading scripts; some hub repos (OpenWebText until its parquet PR lands) have one.
-        raise RuntimeError(f"data.hf_path={cfg['hf_path']}: the hub repository needs a loading script, which "
+        raise RuntimeError(f"data.hf_path={cfg.hf_path}: the hub repository needs a loading script, which "
                            f"datasets>=4 no longer runs. Set data.revision to a revision with data files, point "
                            f"data.hf_path at a parquet copy, or use datasets<4 for this preparation") from e
-    yield from _text_column(ds, cfg["text_field"], cfg["hf_path"])
+    yield from _text_column(ds, cfg.text_field, cfg.hf_path)
 
 
-def local_format(paths: list[str], fmt: str = "auto") -> str:
-    """The ``datasets`` builder for the files: from ``fmt`` or, with ``auto``, from their extension."""
-    if fmt != "auto":
-        if fmt not in set(LOCAL_FORMATS.values()):
-            raise ValueError(f"data.format={fmt!r}: expected auto, text, json or parquet")
-        return fmt
-    found = {}
-    for p in paths:
-        suffix = Path(p).suffix.lower()
-        if suffix not in LOCAL_FORMATS:
-            raise ValueError(f"data.paths: cannot tell the format of {p} from its extension "
-                             f"(known: {', '.join(LOCAL_FORMATS)}); set data.format=text|json|parquet")
-        found.setdefault(LOCAL_FORMATS[suffix], p)
-    if len(found) != 1:
-        raise ValueError(f"data.paths mixes formats {sorted(found)} (e.g. {list(found.values())}); "
-                         "prepare each format as its own data set")
-    return next(iter(found))
-
-
-def resolve_local_paths(paths) -> list[str]:
-    if not paths:
-        raise ValueError("data.paths is empty: list the local .txt/.jsonl/.parquet files, "
-                         "e.g. data=local 'data.paths=[/path/a.txt,/path/b.txt]'")
-    out = []
-    for p in paths:
-        path = Path(str(p)).expanduser().resolve()
-        if not path.exists():
-            raise ValueError(f"data.paths: {p} does not exist; list existing .txt/.jsonl/.parquet files")
-        if not path.is_file():
-            raise ValueError(f"data.paths: {p} is not a file; list the files, not their folder")
-        out.append(str(path))
-    return out
-
-
-def local_documents(cfg: Mapping) -> Iterator[str]:
+def local_documents(cfg: LocalData) -> Iterator[str]:
+    """The files' rows (``cfg.paths`` are already resolved and checked by LocalData)."""
     import datasets
 
-    paths = resolve_local_paths(cfg["paths"])
-    fmt = local_format(paths, cfg["format"])
-    kwargs = {"sample_by": cfg["text_sample_by"]} if fmt == "text" else {}
+    paths = list(cfg.paths)
+    fmt = local_format(paths, cfg.format)
+    kwargs = {"sample_by": cfg.text_sample_by} if fmt == "text" else {}
     ds = datasets.load_dataset(fmt, data_files=paths, split="train", streaming=True, **kwargs)
-    yield from _text_column(ds, cfg["text_field"], ", ".join(paths))
+    yield from _text_column(ds, cfg.text_field, ", ".join(paths))
 
 
 def _text_column(ds, field: str, where: str) -> Iterator[str]:
@@ -150,9 +118,9 @@ def _text_column(ds, field: str, where: str) -> Iterator[str]:
             yield text
 
 
-def documents(cfg: Mapping) -> Iterator[str]:
-    """The documents of the source named by ``cfg['source']``."""
-    source = cfg.get("source")
+def documents(cfg: DataConfig) -> Iterator[str]:
+    """The documents of the source of a typed data config (data.config: ``cfg.source`` names it)."""
+    source = cfg.source
     if source == "embedded":
         return embedded_documents()
     if source == "hub":

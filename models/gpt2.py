@@ -9,6 +9,7 @@ Conv1D weights transposed, which ``models.hf`` handles.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -83,6 +84,18 @@ WRAPPER_COMPONENTS = ("_orig_mod", "_checkpoint_wrapped_module", "_fsdp_wrapped_
 def canonical_param_name(name: str) -> str:
     """A parameter's name in this file's model, with wrapper components removed."""
     return ".".join(part for part in name.split(".") if part not in WRAPPER_COMPONENTS)
+
+
+# The optimizer role of every parameter, by canonical name (optim.routing claims each with exactly
+# one rule): hidden matrices take the orthogonalized rule; embeddings are 2-D too but take AdamW.
+PARAM_ROLES: tuple[tuple[str, str], ...] = (
+    (r"transformer\.h\.\d+\.attn\.(c_attn|c_proj)\.weight", "matrix"),
+    (r"transformer\.h\.\d+\.mlp\.(c_fc|c_proj)\.weight", "matrix"),
+    (r"transformer\.(wte|wpe)\.weight", "embedding"),
+    (r"lm_head\.weight", "embedding"),  # tied to wte, so named_parameters() normally yields wte only
+    (r".*\.bias", "vector"),
+    (r"(transformer\.h\.\d+\.ln_[12]|transformer\.ln_f)\.weight", "vector"),
+)
 
 
 class CausalSelfAttention(nn.Module):
@@ -199,6 +212,10 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.float().reshape(-1, V), targets.reshape(-1), reduction=reduction)
         return logits, loss
+
+    def param_roles(self) -> tuple[tuple[tuple[str, str], ...], Callable[[str], str]]:
+        """(rules, canonical_name): the parameter table optim.routing applies to this model."""
+        return PARAM_ROLES, canonical_param_name
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         """Unique parameters (the tied head counts once, padded vocabulary rows not at all: they are

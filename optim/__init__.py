@@ -3,7 +3,7 @@
     registry                  the table: name -> rule, hyper-parameter class
     config                    the typed ``optim`` config (optim_config validates it)
     build                     build_optimizer(model, OptimConfig, mesh)
-    routing                   parameter -> matrix | embedding | vector
+    routing                   parameter -> matrix | embedding | vector, by the model's table
     orthogonalized_optimizer  OrthogonalizedOptimizer (every Muon-family rule)
     adamw                     plain AdamW
     rules/                    one file per optimizer: the math
@@ -13,9 +13,9 @@
 from optim.build import build_optimizer, param_groups
 from optim.config import OptimConfig, optim_config
 from optim.registry import OPTIMIZERS, known_optimizers
-from optim.routing import ROLES, RoutingError, route_parameters
+from optim.routing import ROLES, RoutingError, RoutingTable, route_parameters
 
 __all__ = [
-    "OPTIMIZERS", "ROLES", "OptimConfig", "RoutingError", "build_optimizer", "known_optimizers", "optim_config",
+    "OPTIMIZERS", "ROLES", "OptimConfig", "RoutingError", "RoutingTable", "build_optimizer", "known_optimizers", "optim_config",
     "param_groups", "route_parameters",
 ]

@@ -1,6 +1,7 @@
 """``build_optimizer``: a model and a typed ``OptimConfig`` -> the ``torch.optim.Optimizer``.
 
-    routing (optim.routing)  every parameter -> matrix | embedding | vector
+    routing (optim.routing)  every parameter -> matrix | embedding | vector, by the model's
+                             table (model.param_roles())
     param_groups             one group per role, with the role's lr and weight decay
     registry row             plain AdamW, or OrthogonalizedOptimizer(rule(hparams), distribution)
     matrix_transform         the configured Newton-Schulz, resolved once, handed to the rule
@@ -23,18 +24,19 @@ from optim.orthogonalize.split import SplitRows
 from optim.orthogonalize.transform import MatrixTransform
 from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
 from optim.registry import registry_entry
-from optim.routing import ROLES, route_parameters
+from optim.routing import ROLES, RoutingTable, route_parameters, routing_of
 from optim.rules.base import MatrixRule
 
 
-def param_groups(model: nn.Module, config: OptimConfig) -> list[dict[str, Any]]:
-    """One param group per non-empty role, with the role's lr and weight decay.
+def param_groups(model: nn.Module, config: OptimConfig, routing: RoutingTable | None = None) -> list[dict[str, Any]]:
+    """One param group per non-empty role, with the role's lr and weight decay (``routing``: the
+    table, default ``model.param_roles()``).
 
     Groups carry ``role`` and ``param_names`` so optimizers, diagnostics and checkpoints can tell
     them apart. ``optim.routing=ndim`` moves the embeddings (and the tied head) into the matrix group,
     as the BeyondMuon code routes them; that group then says so (``"embeddings": True``).
     """
-    routed = route_parameters(model)
+    routed = route_parameters(model, routing)
     ndim_routing = config.routing == "ndim" and bool(routed["embedding"])
     if ndim_routing:
         routed = {**routed, "matrix": routed["matrix"] + routed["embedding"], "embedding": []}
@@ -64,10 +66,12 @@ def matrix_transform(
 
 
 def build_from_groups(
-    groups: list[dict[str, Any]], config: OptimConfig, mesh: Any = None, n_head: int | None = None
+    groups: list[dict[str, Any]], config: OptimConfig, mesh: Any = None, n_head: int | None = None,
+    routing: RoutingTable | None = None,
 ) -> torch.optim.Optimizer:
     """The optimizer of ``config`` over already-routed groups (hand-built groups in tests too);
-    ``n_head``: the model's attention heads (``optim.orthogonalize.split: heads``)."""
+    ``n_head``: the model's attention heads (``optim.orthogonalize.split: heads``); ``routing``: the
+    table the groups were routed by, which the matrix group is checked against."""
     entry = registry_entry(config.name)
     if entry.rule is None:
         return build_adamw(groups, config.adamw)
@@ -76,9 +80,11 @@ def build_from_groups(
     transform = matrix_transform(rule, config.orthogonalize, device, n_head)
     return OrthogonalizedOptimizer(
         groups, rule, adamw=config.adamw, distribution=build_distribution(config.orthogonalize, device, transform, mesh),
+        routing=routing,
     )
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig, mesh: Any = None) -> torch.optim.Optimizer:
     n_head = getattr(getattr(model, "config", None), "n_head", None)
-    return build_from_groups(param_groups(model, config), config, mesh, n_head)
+    routing = routing_of(model)
+    return build_from_groups(param_groups(model, config, routing), config, mesh, n_head, routing)

@@ -33,7 +33,7 @@ import torch
 from optim.adamw import AdamWHParams, adamw_direction, adamw_step_
 from optim.dtensor import local
 from optim.orthogonalize.from_mesh import MatrixDistribution
-from optim.routing import RoutingError, role_of
+from optim.routing import RoutingError, RoutingTable
 from optim.rules.base import MatrixContext, MatrixRule, MatrixStats
 
 ADAMW_ROLES = ("embedding", "vector")
@@ -47,9 +47,12 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
         *,
         adamw: AdamWHParams | None = None,
         distribution: MatrixDistribution | None = None,
+        routing: RoutingTable | None = None,
     ):
         """``adamw``: betas and eps for the embedding / vector groups (needed only if there are any);
-        ``distribution``: how matrices reach their other row shards (default: one process)."""
+        ``distribution``: how matrices reach their other row shards (default: one process);
+        ``routing``: the model's routing table; with it, a matrix-group parameter the table routes
+        elsewhere is an error (without it, hand-built groups get the shape check only)."""
         super().__init__(param_groups, defaults={})
         self.rule = rule
         if adamw is None and any(g.get("role") in ADAMW_ROLES for g in self.param_groups):
@@ -67,13 +70,13 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
         self.orthogonalizer = distribution.orthogonalizer
         self.reduce_sum = distribution.reduce_sum
         self.reduce_max = distribution.reduce_max
-        self._check_groups()
+        self._check_groups(routing)
         self._init_state()
         self._last_stats: list[tuple[int, MatrixStats]] = []  # (group index, stats)
         self._last_lr: dict[int, float] = {}
 
     # ---- construction -------------------------------------------------------------------------
-    def _check_groups(self) -> None:
+    def _check_groups(self, routing: RoutingTable | None) -> None:
         for group in self.param_groups:
             role = group.get("role")
             if role not in ("matrix", *ADAMW_ROLES):
@@ -88,10 +91,9 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
                         f"parameter '{name}' (shape {tuple(p.shape)}) is in the matrix group of "
                         f"'{self.rule.name}', which only takes 2-D hidden matrices; route it to AdamW"
                     )
-                try:
-                    table_role = role_of(name)
-                except RoutingError:
-                    continue  # not a GPT-2 name (hand-built groups): shape check only
+                if routing is None:
+                    continue
+                table_role = routing.role_of(name)
                 if table_role == "embedding" and group.get("embeddings"):
                     continue  # optim.routing=ndim: the authors' routing, asked for
                 if table_role != "matrix":

@@ -14,6 +14,7 @@ import data.prepare as prep
 from data import sources
 from omegaconf import OmegaConf
 
+from data.config import SOURCES, data_config, local_format
 from data.prepare import compose_data_config, is_val_document, prepare_dataset
 from data.shards import read_shard
 from data.tokenizer import EOT_ID, gpt2_encoding
@@ -156,11 +157,11 @@ def test_bad_config(tmp_path, jsonl, kw, match):
 
 
 def test_local_format_detection(tmp_path):
-    assert sources.local_format(["a.txt"]) == "text" and sources.local_format(["a.parquet"]) == "parquet"
+    assert local_format(["a.txt"]) == "text" and local_format(["a.parquet"]) == "parquet"
     with pytest.raises(ValueError, match="mixes formats"):
-        sources.local_format(["a.txt", "b.jsonl"])
+        local_format(["a.txt", "b.jsonl"])
     with pytest.raises(ValueError, match="cannot tell the format of a.csv"):
-        sources.local_format(["a.csv"])
+        local_format(["a.csv"])
 
 
 def test_hub_reader_arguments(monkeypatch):
@@ -174,7 +175,7 @@ def test_hub_reader_arguments(monkeypatch):
         return iter([{"text": "a"}, {"text": "  "}, {"text": "b"}])
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    cfg = compose_data_config(["data=fineweb_edu"])
+    cfg = data_config(compose_data_config(["data=fineweb_edu"]))
     assert list(sources.documents(cfg)) == ["a", "b"]
     assert calls == [(("HuggingFaceFW/fineweb-edu", "sample-10BT"),
                       {"split": "train", "streaming": True, "revision": None})]
@@ -185,7 +186,8 @@ def test_every_data_config_composes(name, tmp_path):
     (tmp_path / "a.txt").write_text("text")
     cfg = compose_data_config([f"data={name}"] + ([f"data.paths=[{tmp_path / 'a.txt'}]"] if name == "local" else []))
     assert cfg.name == name
-    assert prep.validate_data_config(cfg)["shard_tokens"] == 100_000_000
+    typed = data_config(cfg)
+    assert type(typed) is SOURCES[cfg.source] and typed.shard_tokens == 100_000_000
 
 
 def test_cli_reports_prepared_data(prepared_embedded, data_cache_dir):

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from models.gpt2 import GPT, GPTConfig
 from models.model_config import load_model_config
-from optim import RoutingError, known_optimizers, route_parameters
+from optim import RoutingError, RoutingTable, known_optimizers, route_parameters
 from optim import build_optimizer as build_typed
 from optim.build import param_groups as typed_param_groups
 from optim.config import compose_optim_node, load_optim_config, optim_config
@@ -107,7 +107,7 @@ def test_routing_claims_every_parameter_exactly_once(model):
 def test_routing_rejects_an_unclaimed_parameter(model):
     named = list(model.named_parameters()) + [("transformer.h.0.attn.rotary.freq", nn.Parameter(torch.ones(4)))]
     with pytest.raises(RoutingError, match=r"transformer\.h\.0\.attn\.rotary\.freq"):
-        route_parameters(named)
+        route_parameters(named, RoutingTable(*model.param_roles()))
 
 
 def test_non_matrix_parameter_in_matrix_group_is_rejected_by_name(model):
@@ -117,4 +117,9 @@ def test_non_matrix_parameter_in_matrix_group_is_rejected_by_name(model):
     for name, p in [("transformer.wte.weight", wte), ("transformer.h.0.attn.c_attn.bias", bias)]:
         group = {"params": [p], "param_names": [name], "role": "matrix", "lr": 0.02, "weight_decay": 0.0}
         with pytest.raises(RoutingError, match=name.replace(".", r"\.")):
-            OrthogonalizedOptimizer([group], rule)
+            OrthogonalizedOptimizer([group], rule, routing=RoutingTable(*model.param_roles()))
+
+
+def test_module_without_a_routing_table_is_told_what_to_provide():
+    with pytest.raises(RoutingError, match=r"Linear has no param_roles\(\).*RoutingTable"):
+        route_parameters(nn.Linear(4, 4))

@@ -17,6 +17,7 @@ from trainer.checkpoint import CheckpointError
 from trainer.config import build_config
 from trainer.distributed import DistContext
 from trainer.loop import Trainer
+from trainer.resume import resolve_resume
 from trainer.schedule import Schedule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,11 +253,12 @@ def test_same_size_corruption_of_tensor_data_falls_back_to_previous_checkpoint(p
     cfg = make_cfg(data_cache_dir, *base, "trainer.max_steps=6", "trainer.resume=auto")
     lines = []
     trainer = Trainer(build_config(cfg), DistContext(), run_dir)
-    trainer.maybe_resume(lines.append)
+    trainer.resume_from(resolve_resume(trainer.cfg, run_dir, deep=True, ctx=trainer.ctx, log=lines.append), lines.append)
     assert trainer.step == 2, lines
     assert any("step_00000004" in line and "CRC32" in line for line in lines), lines
     with pytest.raises(CheckpointError, match="CRC32"):
-        Trainer(build_config(make_cfg(data_cache_dir, *base, f"trainer.resume={tensor_file.parent}")), DistContext(), run_dir).maybe_resume(print)
+        resolve_resume(build_config(make_cfg(data_cache_dir, *base, f"trainer.resume={tensor_file.parent}")), run_dir,
+                       deep=True, ctx=DistContext())
 
 
 def test_resume_verifies_the_checkpoint_once(prepared_embedded, data_cache_dir, tmp_path, monkeypatch):

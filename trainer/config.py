@@ -5,7 +5,7 @@
         -> TrainConfig                           what every constructor takes a piece of
 
 Where each part is validated: ``model`` by models.gpt2.GPTConfig, ``optim`` by optim.config,
-``data`` by data.prepare.validate_data_config, ``schedule`` by trainer.schedule.Schedule,
+``data`` by data.config (one class per source), ``schedule`` by trainer.schedule.Schedule,
 ``distributed`` by trainer.distributed.DistributedConfig, ``logging`` by trainer.metrics.LoggingConfig,
 and ``trainer`` and the batch split by the classes below. Every default lives in YAML
 (configs/): the dataclasses declare keys and types only, so an unknown or missing key is an error
@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from data.prepare import validate_data_config
+from data.config import DataConfig, data_config
 from models.gpt2 import GPTConfig
 from optim.config import OptimConfig, optim_config
 from optim.dtypes import check_dtype_name, cpu_bf16_override
@@ -116,7 +116,7 @@ class TrainConfig:
     run_name: str
     model: GPTConfig
     optim: OptimConfig
-    data: dict[str, Any]  # validated by data.prepare (the source's keys differ)
+    data: DataConfig  # EmbeddedData | HubData | LocalData, by data.source
     trainer: TrainerConfig
     schedule: Schedule
     distributed: DistributedConfig
@@ -155,15 +155,6 @@ def check_wandb_environment() -> None:
         )
 
 
-def check_resume_target(t: TrainerConfig) -> None:
-    path = t.resume_path
-    if path is not None and not path.exists():
-        raise ConfigError(
-            f"trainer.resume={t.resume}: {path} does not exist; pass a checkpoint directory "
-            f"(<run>/checkpoints/step_XXXXXXXX), or trainer.resume=auto to resume the run directory's newest"
-        )
-
-
 # Top-level keys besides the sections: selectors of recipes and sweeps, checked where they are used.
 FREE_KEYS = ("recipe", "lr_sweep")
 SECTIONS = ("seed", "device", "run_name", "model", "optim", "data", "trainer", "schedule", "distributed", "logging")
@@ -198,10 +189,9 @@ def build_config(cfg: DictConfig, world_size: int = 1) -> TrainConfig:
     check_wandb_environment()
     cpu_bf16_override()  # a bad ORTHOGPT_CPU_BF16 is refused here, before any work, not at the first step
     batch = split_batch(trainer, world_size)
-    check_resume_target(trainer)
     return TrainConfig(
         seed=resolved["seed"], device=resolved["device"], run_name=resolved["run_name"], model=model,
-        optim=optim_config(resolved["optim"]), data=validate_data_config(resolved["data"]), trainer=trainer,
+        optim=optim_config(resolved["optim"]), data=data_config(resolved["data"]), trainer=trainer,
         schedule=schedule, distributed=distributed, logging=logging, batch=batch, resolved=resolved,
     )
 

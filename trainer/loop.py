@@ -30,7 +30,7 @@ from trainer.metrics import METRICS_FILE, MetricsLogger
 from trainer.mfu import mfu_denominator
 from trainer.parallelize import prepare_model
 from trainer.preemption import StopRequest, stop_file_for
-from trainer.resume_check import check_resumable
+from trainer.resume import ResumeDecision, resolve_resume
 from trainer.run_dir import write_run_files
 from trainer.schedule import apply_lr
 
@@ -88,41 +88,16 @@ class Trainer:
             "global_batch_sequences": self.cfg.batch.global_sequences,
         }
 
-    def find_checkpoint(self, log) -> ckpt.VerifiedCheckpoint | None:
-        """The checkpoint ``trainer.resume`` asks for, verified once (the tensor files' CRCs too, split
-        over the ranks, with trainer.verify_tensors_on_resume) and checked against this run; None to
-        start afresh. Collective. Reads nothing into the model."""
-        t = self.cfg.trainer
-        mode = t.resume_mode
-        if mode == "off":
-            return None
-        deep = t.verify_tensors_on_resume  # a same-size corruption loads silently otherwise
-        if mode == "path":
-            found = ckpt.verify_checkpoint(t.resume_path, deep=deep, ctx=self.ctx)
-        else:
-            found = ckpt.find_resumable(self.ckpt_root, log=log, deep=deep, ctx=self.ctx)
-            if found is None and mode == "newest":
-                raise ckpt.CheckpointError(
-                    f"trainer.resume=true but {self.ckpt_root} holds no complete checkpoint; "
-                    f"point hydra.run.dir at the run to resume, or use trainer.resume=auto"
-                )
-        if found is None:
-            return None
-        check_resumable(found.state, self.cfg, found.path)
-        return found
-
-    def resume_from(self, checkpoint: ckpt.VerifiedCheckpoint, log) -> None:
-        state = ckpt.load_checkpoint(checkpoint, self.model, self.optimizer, self.ctx)
+    def resume_from(self, decision: ResumeDecision, log) -> None:
+        """Load the checkpoint ``decision`` (``trainer.resume.resolve_resume``) names; nothing when fresh."""
+        if decision.checkpoint is None:
+            return
+        state = ckpt.load_checkpoint(decision.checkpoint, self.model, self.optimizer, self.ctx)
         self.train_loader.load_state_dict(state["loader"])
         self.step = int(state["step"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.optimizer_steps = int(state.get("optimizer_steps", self.step - self.skipped_steps))
-        log(f"resumed from {checkpoint.path} at step {self.step}")
-
-    def maybe_resume(self, log) -> None:
-        found = self.find_checkpoint(log)
-        if found is not None:
-            self.resume_from(found, log)
+        log(f"resumed from {decision.path} at step {self.step}")
 
     def save(self) -> Path:
         return ckpt.save_checkpoint(
@@ -201,13 +176,13 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         t, ctx = self.cfg.trainer, self.ctx
         say = print if ctx.is_main else (lambda _: None)
-        # Everything that can refuse this start runs before the run directory is touched.
-        resume = self.find_checkpoint(say)
+        # Everything that can refuse this start runs before the run directory is touched; with
+        # trainer.verify_tensors_on_resume the tensor files' CRCs too (a same-size corruption loads silently).
+        resume = resolve_resume(self.cfg, self.run_dir, deep=t.verify_tensors_on_resume, ctx=ctx, log=say)
         if ctx.is_main:
             write_run_files(self.run_dir, resolved_yaml(self.cfg), self.overrides)
         logger = MetricsLogger(self.run_dir, self.cfg.logging, self.cfg.resolved, t.max_steps, 0, ctx.is_main)
-        if resume is not None:
-            self.resume_from(resume, logger.write)
+        self.resume_from(resume, logger.write)
         # rows past the resumed step (0 for a fresh start) came from a lost attempt: they will be redone
         logger.rewind(self.step)
         logger.advance(self.step)

@@ -12,7 +12,6 @@ from trainer.checkpoint.manifest import (
     TRAINER_STATE,
     CheckpointError,
     VerifiedCheckpoint,
-    check_compatible,
     file_crc32,
     find_resumable,
     list_complete,
@@ -23,6 +22,6 @@ from trainer.checkpoint.store import TMP_PREFIX, load_checkpoint, save_checkpoin
 
 __all__ = [
     "DCP_METADATA", "MANIFEST", "TMP_PREFIX", "TRAINER_STATE", "CheckpointError", "SafeFileSystemReader",
-    "SafeLoadPlanner", "VerifiedCheckpoint", "check_compatible", "file_crc32", "find_resumable", "list_complete",
+    "SafeLoadPlanner", "VerifiedCheckpoint", "file_crc32", "find_resumable", "list_complete",
     "load_checkpoint", "save_checkpoint", "step_dir_name", "verify_checkpoint",
 ]

@@ -2,7 +2,8 @@
 
 ``MANIFEST.json`` (written last by the store) lists every file with its size and CRC32. A checkpoint
 is trusted only through a ``VerifiedCheckpoint``, which ``verify_checkpoint`` and ``find_resumable``
-return and the loaders require, so each resume verifies a checkpoint exactly once.
+return and the loaders require, so each load verifies a checkpoint exactly once (which checkpoint a
+launch resumes, and whether it fits the config, is decided once, in ``trainer.resume``).
 
 Levels: the manifest and every listed file's size, the CRC32 of every file except the large tensor
 files (``*.distcp``); ``deep`` adds the tensor files' CRC32 (one process: ``verify_checkpoint(...,
@@ -20,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
-
-from models.gpt2 import SHAPE_KEYS
 
 MANIFEST = "MANIFEST.json"
 TRAINER_STATE = "trainer_state.json"
@@ -160,22 +159,3 @@ def find_resumable(root: Path, log=print, deep: bool = False, ctx=None) -> Verif
 # Keys a checkpoint written before the padded vocabulary and the chunked loss lacks, with the values it
 # was written with: an embedding of exactly vocab_size rows (the loss keys change no tensor).
 LEGACY_MODEL_KEYS = {"vocab_pad_to": 1, "loss_impl": "chunked", "loss_chunk_rows": "auto"}
-
-
-def check_compatible(state: dict[str, Any], model_cfg: dict[str, Any], path: Path) -> None:
-    """Refuse a checkpoint from another model shape before touching any tensor."""
-    written = state.get("model", {})
-    saved = {**LEGACY_MODEL_KEYS, **written}
-    diffs = [f"{k}: checkpoint {saved.get(k)} vs config {model_cfg.get(k)}" for k in SHAPE_KEYS
-             if saved.get(k) != model_cfg.get(k)]
-    if written and "vocab_pad_to" not in written and model_cfg.get("vocab_pad_to") != 1:
-        raise CheckpointError(
-            f"checkpoint {path} was written before padded vocabularies (its embedding has exactly "
-            f"vocab_size={saved.get('vocab_size')} rows); resume it with model.vocab_pad_to=1, or export "
-            f"it (orthogpt-export-hf) and import it again (orthogpt-import-hf) to get a padded model"
-        )
-    if diffs:
-        raise CheckpointError(
-            f"checkpoint {path} was written for another model shape ({'; '.join(diffs)}); "
-            f"choose the matching model=... or another checkpoint"
-        )
