@@ -16,6 +16,10 @@ The CPU check asks torch's own cpuinfo probe (``torch.cpu._is_amx_tile_supported
 ``_is_avx512_bf16_supported``), not a list of CPU models. The environment variable
 ``ORTHOGPT_CPU_BF16`` overrides the probe (read here only): ``0`` forces the fp32 path, ``1`` the bf16
 path, on any CPU; anything else is refused with the valid values. Tests mock ``cpu_has_fast_bf16``.
+
+The trainer resolves every ``*_dtype`` key once, in ``trainer.config.build_config``, so its typed tree
+carries ``torch.dtype``s; the resolvers pass a ``torch.dtype`` through unchanged, which lets the
+optimizer library also be built from a config whose dtypes are still names.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ CPU_BF16_ENV = "ORTHOGPT_CPU_BF16"
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 DTYPE_NAMES = ("auto", *DTYPES)
+
+DtypeSetting = str | torch.dtype  # a config name (auto | float32 | bfloat16 | float64), or resolved
 
 
 def cpu_bf16_override() -> bool | None:
@@ -77,20 +83,27 @@ def auto_matmul_dtype(device: torch.device | str) -> torch.dtype:
     return torch.bfloat16 if bf16_matmul_is_fast(device) else torch.float32
 
 
-def check_dtype_name(key: str, name: str) -> str:
-    """``name`` if it is a dtype this project accepts; ValueError naming ``key`` otherwise."""
+def check_dtype_name(key: str, name: DtypeSetting) -> DtypeSetting:
+    """``name`` if it is a dtype this project accepts (a name, or an already resolved dtype);
+    ValueError naming ``key`` otherwise."""
+    if isinstance(name, torch.dtype) and name in DTYPES.values():
+        return name
     if name not in DTYPE_NAMES:
         raise ValueError(f"{key} must be one of {', '.join(DTYPE_NAMES)}; got '{name}'")
     return name
 
 
-def resolve_dtype(name: str, device: torch.device | str, key: str) -> torch.dtype:
+def resolve_dtype(name: DtypeSetting, device: torch.device | str, key: str) -> torch.dtype:
     """Config value ``auto | float32 | bfloat16 | float64`` -> dtype (``auto``: ``auto_dtype``)."""
     check_dtype_name(key, name)
+    if isinstance(name, torch.dtype):
+        return name
     return auto_dtype(device) if name == "auto" else DTYPES[name]
 
 
-def resolve_matmul_dtype(name: str, device: torch.device | str, key: str) -> torch.dtype:
+def resolve_matmul_dtype(name: DtypeSetting, device: torch.device | str, key: str) -> torch.dtype:
     """Like ``resolve_dtype``, with ``auto`` by bf16 matmul capability (``auto_matmul_dtype``)."""
     check_dtype_name(key, name)
+    if isinstance(name, torch.dtype):
+        return name
     return auto_matmul_dtype(device) if name == "auto" else DTYPES[name]

@@ -183,6 +183,29 @@ def test_bad_distributed_config_is_refused_before_launch(data_cache_dir, overrid
         build_config(make_cfg(data_cache_dir, *overrides), world_size=world_size)
 
 
+@pytest.mark.parametrize("fast_bf16", [False, True])
+def test_build_config_resolves_every_dtype_once(data_cache_dir, monkeypatch, fast_bf16):
+    """After build_config every *_dtype is a torch.dtype: autocast / FSDP2 / exchange by device, the
+    Newton-Schulz by bf16 matmul capability (mocked both ways), explicit names as given."""
+    from optim import dtypes
+
+    monkeypatch.setattr(dtypes, "cpu_has_fast_bf16", lambda: fast_bf16)
+    config = build_config(make_cfg(data_cache_dir, "device=cpu", "optim=muon"))
+    ns = torch.bfloat16 if fast_bf16 else torch.float32
+    assert (config.trainer.compute_dtype, config.distributed.param_dtype, config.distributed.reduce_dtype) == (
+        torch.float32, torch.float32, torch.float32)
+    assert (config.optim.orthogonalize.compute_dtype, config.optim.orthogonalize.comm_dtype) == (ns, torch.float32)
+    explicit = build_config(make_cfg(data_cache_dir, "device=cpu", "optim=muon", "trainer.compute_dtype=bfloat16",
+                                     "optim.orthogonalize.compute_dtype=float64"))
+    assert (explicit.trainer.compute_dtype, explicit.optim.orthogonalize.compute_dtype) == (torch.bfloat16, torch.float64)
+    cuda = build_config(make_cfg(data_cache_dir, "device=cuda", "optim=muon"))  # resolved without touching a GPU
+    assert (cuda.trainer.compute_dtype, cuda.distributed.param_dtype, cuda.optim.orthogonalize.compute_dtype) == (
+        torch.bfloat16, torch.bfloat16, torch.bfloat16)
+    assert cuda.distributed.reduce_dtype == torch.float32  # configs/train.yaml: reduce in fp32
+    with pytest.raises(ValueError, match="reduce_dtype=bfloat16 is not supported on CPU"):
+        build_config(make_cfg(data_cache_dir, "device=cpu", "distributed.reduce_dtype=bfloat16"))
+
+
 def test_multi_process_config_validates(data_cache_dir):
     build_config(make_cfg(data_cache_dir, "distributed.dp_replicate=2"), world_size=4)
 

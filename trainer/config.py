@@ -15,16 +15,17 @@ that names it. Nothing here builds a model, opens data or starts a process group
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from data.config import DataConfig, data_config
 from models.gpt2 import GPTConfig
 from optim.config import OptimConfig, optim_config
-from optim.dtypes import check_dtype_name, cpu_bf16_override
+from optim.dtypes import DtypeSetting, cpu_bf16_override, resolve_dtype, resolve_matmul_dtype
 from optim.hparams import check_in, from_mapping
 from trainer.distributed import DistributedConfig, mesh_shape
 from trainer.metrics import WANDB_MODES, LoggingConfig
@@ -57,7 +58,7 @@ class TrainerConfig:
     keep_checkpoints: int
     resume: bool | str
     verify_tensors_on_resume: bool
-    compute_dtype: str
+    compute_dtype: DtypeSetting  # autocast: auto | float32 | bfloat16; a torch.dtype after build_config
     compile: bool
     activation_checkpointing: bool
     on_nonfinite: str
@@ -72,7 +73,8 @@ class TrainerConfig:
         if self.grad_clip < 0:
             raise ConfigError(f"trainer.grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}")
         check_in("trainer.on_nonfinite", self.on_nonfinite, ("skip", "stop"))
-        check_in("trainer.compute_dtype", self.compute_dtype, ("auto", "float32", "bfloat16"))
+        if not isinstance(self.compute_dtype, torch.dtype):
+            check_in("trainer.compute_dtype", self.compute_dtype, ("auto", "float32", "bfloat16"))
         if self.peak_tflops is not None and self.peak_tflops <= 0:
             raise ConfigError(f"trainer.peak_tflops must be > 0 or null, got {self.peak_tflops}")
 
@@ -155,6 +157,35 @@ def check_wandb_environment() -> None:
         )
 
 
+def device_type_of(device: str) -> str:
+    """``cpu`` or ``cuda``: what ``device=auto`` will be (train.py's resolve_device makes the same choice);
+    the ``auto`` dtypes depend on it."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_distributed_dtypes(distributed: DistributedConfig, device_type: str) -> DistributedConfig:
+    param = resolve_dtype(distributed.param_dtype, device_type, "distributed.param_dtype")
+    reduce = resolve_dtype(distributed.reduce_dtype, device_type, "distributed.reduce_dtype")
+    if reduce == torch.bfloat16 and device_type == "cpu":
+        raise ConfigError("distributed.reduce_dtype=bfloat16 is not supported on CPU (gloo); use float32")
+    return replace(distributed, param_dtype=param, reduce_dtype=reduce)
+
+
+def resolve_optim_dtypes(optim: OptimConfig, device_type: str) -> OptimConfig:
+    """The Newton-Schulz and exchange dtypes as torch.dtypes (``auto``: by bf16 matmul capability for
+    the iteration, by device for the exchange; optim.dtypes)."""
+    if optim.orthogonalize is None:
+        return optim
+    o = optim.orthogonalize
+    key = "optim.orthogonalize"
+    return replace(optim, orthogonalize=replace(
+        o, compute_dtype=resolve_matmul_dtype(o.compute_dtype, device_type, f"{key}.compute_dtype"),
+        comm_dtype=resolve_dtype(o.comm_dtype, device_type, f"{key}.comm_dtype"),
+    ))
+
+
 # Top-level keys besides the sections: selectors of recipes and sweeps, checked where they are used.
 FREE_KEYS = ("recipe", "lr_sweep")
 SECTIONS = ("seed", "device", "run_name", "model", "optim", "data", "trainer", "schedule", "distributed", "logging")
@@ -189,9 +220,13 @@ def build_config(cfg: DictConfig, world_size: int = 1) -> TrainConfig:
     check_wandb_environment()
     cpu_bf16_override()  # a bad ORTHOGPT_CPU_BF16 is refused here, before any work, not at the first step
     batch = split_batch(trainer, world_size)
+    device_type = device_type_of(resolved["device"])
+    trainer = replace(trainer, compute_dtype=resolve_dtype(trainer.compute_dtype, device_type, "trainer.compute_dtype"))
+    distributed = resolve_distributed_dtypes(distributed, device_type)
     return TrainConfig(
         seed=resolved["seed"], device=resolved["device"], run_name=resolved["run_name"], model=model,
-        optim=optim_config(resolved["optim"]), data=data_config(resolved["data"]), trainer=trainer,
+        optim=resolve_optim_dtypes(optim_config(resolved["optim"]), device_type), data=data_config(resolved["data"]),
+        trainer=trainer,
         schedule=schedule, distributed=distributed, logging=logging, batch=batch, resolved=resolved,
     )
 

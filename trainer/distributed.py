@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from optim.dtypes import check_dtype_name
+from optim.dtypes import DtypeSetting, check_dtype_name
 from optim.hparams import check_in
 
 
@@ -27,8 +27,8 @@ class DistributedConfig:
     backend: str
     dp_replicate: int
     dp_shard: int
-    param_dtype: str
-    reduce_dtype: str
+    param_dtype: DtypeSetting  # a name in YAML; a torch.dtype once build_config has resolved it
+    reduce_dtype: DtypeSetting
     reshard_after_forward: bool
     grad_sync: str
 

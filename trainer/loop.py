@@ -22,7 +22,6 @@ from data.loader import TokenLoader
 from data.prepare import prepare_dataset
 from models.gpt2 import GPT, flops_per_token
 from optim.dtensor import full, local
-from optim.dtypes import resolve_dtype
 from trainer import checkpoint as ckpt
 from trainer.config import TrainConfig, resolved_yaml
 from trainer.distributed import DistContext
@@ -56,7 +55,7 @@ class Trainer:
         for group in self.optimizer.param_groups:  # the schedule scales these; set before any resume
             group["initial_lr"] = group["lr"]
         self.schedule = cfg.schedule
-        autocast_dtype = resolve_dtype(t.compute_dtype, self.device, "trainer.compute_dtype")
+        autocast_dtype = t.compute_dtype  # resolved by build_config
         self.autocast = (
             torch.autocast(self.device.type, dtype=autocast_dtype) if autocast_dtype != torch.float32 else nullcontext()
         )

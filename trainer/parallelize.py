@@ -19,13 +19,14 @@ import torch
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from models.gpt2 import GPT
-from optim.dtypes import resolve_dtype  # auto: bf16 on CUDA, fp32 on CPU
+from optim.dtypes import resolve_dtype
+
 
 def mixed_precision(dist_cfg: Any, device: torch.device) -> MixedPrecisionPolicy:
+    """FSDP2's policy from ``distributed.param_dtype`` / ``reduce_dtype`` (torch.dtypes after
+    build_config; names are resolved on ``device`` for a hand-built DistributedConfig)."""
     param_dtype = resolve_dtype(dist_cfg.param_dtype, device, "distributed.param_dtype")
     reduce_dtype = resolve_dtype(dist_cfg.reduce_dtype, device, "distributed.reduce_dtype")
-    if reduce_dtype == torch.bfloat16 and device.type == "cpu":
-        raise ValueError("distributed.reduce_dtype=bfloat16 is not supported on CPU (gloo); use float32")
     # fp32 everywhere -> no casts at all (the exact path the CPU tests compare against one process)
     if param_dtype == torch.float32 and reduce_dtype == torch.float32:
         return MixedPrecisionPolicy()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from optim.dtypes import check_dtype_name, resolve_matmul_dtype
+from optim.dtypes import DtypeSetting, check_dtype_name, resolve_matmul_dtype
 from optim.hparams import check_in, check_int_at_least
 from optim.orthogonalize.coefficients import SCHEDULES, iteration_schedule
 from optim.orthogonalize.newton_schulz import METHODS, NewtonSchulz
@@ -32,9 +32,9 @@ class OrthogonalizeConfig:
     schedule: str  # fixed (coefficients every step) | polar_express (optim/orthogonalize/coefficients.py)
     coefficients: tuple[float, float, float]
     split: str  # none | qkv | heads (optim/orthogonalize/split.py)
-    compute_dtype: str  # auto | float32 | bfloat16 | float64
+    compute_dtype: DtypeSetting  # auto | float32 | bfloat16 | float64; a torch.dtype after build_config
     distributed: str  # sharded (owners) | replicated | row_shards | auto (optim/orthogonalize/exchange.py)
-    comm_dtype: str
+    comm_dtype: DtypeSetting
     bucket_elements: int  # owner-mode exchange in buckets of about this many elements (0: one bucket)
     overlap: bool  # async all-to-alls: later buckets in flight during this bucket's transform
 
