@@ -1,112 +1,241 @@
-"""The papers' claims, each checked against a study's measurements.
+"""The papers' claims (configs/study/claims.yaml), judged on a study's confirmation runs.
 
-Verdicts: "holds", "does not hold" (the measured comparison goes the other way, beyond the seed
-spread), "inconclusive" (the gap is within the seed spread, or one seed), "not tested" (an optimizer
-of the claim is not in the study or has no stable setting). The definitions of gap and spread are
-``scripts.study.aggregate``'s. A claim over several comparisons holds when all of them hold and does
-not hold when one of them does not.
+A "beats" or "does_not_beat" claim is one paired comparison per pair (scripts/study/paired_stats.py
+defines the numbers and the verdict levels); every comparison of the report is one family for Holm.
+Rules on top of the statistics, in this order:
+- *not tested*: an arm of the pair is not in the study, has fewer than 3 confirmation seeds in common
+  with the other, or the claim's tuned key (``tuned: {arm, key}``) was not swept;
+- an arm whose every tuning point diverged has no setting to confirm: a claim that it is better
+  *does not hold*, a claim that the other is better *holds* (it trains, this one does not);
+- an arm still at a grid edge after its last extension is never confirmed (scripts/study/tuning.py):
+  its comparisons are *inconclusive (lr not bracketed)*, as is a verdict that calls worse an arm
+  whose lr was not bracketed.
+A claim over several pairs holds when every pair holds, does not hold when one does not, shows no
+practical difference when every pair does, is not tested when one pair is not, and is inconclusive
+otherwise.
+
+"more_robust" is descriptive, not a significance test: it needs a wide tuning grid (>= 7 lrs over
+>= 64x) with >= 2 tuning seeds for both arms, else it is *not tested*. The robust range is the set of
+lrs whose mean final loss is within ``robust_window`` of the arm's best; the claim holds when A's
+range is at least two ladder steps (4x) wider and A has no more diverged lrs than B, does not hold
+in the mirror case, and is inconclusive otherwise.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from scripts.study.aggregate import OptimizerResult, gap
+from omegaconf import OmegaConf
 
-HOLDS, FAILS, INCONCLUSIVE, UNTESTED = "holds", "does not hold", "inconclusive", "not tested"
+from scripts.study.paired_stats import (FAILS, HOLDS, INCONCLUSIVE, MIN_SEEDS, NO_DIFFERENCE, UNTESTED, Judgement,
+                                        PairedDiff, holm_levels, judge_difference, sign_flip_p_value)
+from scripts.study.spec import STUDY_DIR, Study, StudyError
+
+CLAIMS_FILE = STUDY_DIR / "claims.yaml"
+KINDS = ("beats", "does_not_beat", "more_robust")
+NOT_BRACKETED = "inconclusive (lr not bracketed)"
+WIDE_GRID_POINTS, WIDE_GRID_SPAN, ROBUST_SEEDS = 7, 64.0, 2
 
 
 @dataclass(frozen=True)
 class Claim:
+    id: str
     source: str
     text: str
-    kind: str                                  # beats | does_not_beat | more_robust
-    pairs: tuple[tuple[str, str], ...]         # (claimed better, claimed worse)
-    tuned: tuple[str, str] | None = None       # (optimizer, key) the claim assumes was tuned
+    kind: str
+    pairs: tuple[tuple[str, str], ...]   # (claimed better, claimed worse), arm names
+    useful: bool
+    extrapolation: bool
+    paper: str | None
+    tuned: tuple[str, str] | None = None   # (arm, key) the claim assumes was swept
 
 
-CLAIMS = (
-    Claim("NAMO (arXiv 2602.17080)", "NAMO beats AdamW and Muon on GPT-2 pretraining", "beats",
-          (("namo", "adamw"), ("namo", "muon"))),
-    Claim("NAMO (arXiv 2602.17080)", "NAMO-D beats AdamW and Muon on GPT-2 pretraining", "beats",
-          (("namo_d", "adamw"), ("namo_d", "muon"))),
-    Claim("NAMO (arXiv 2602.17080)", "NAMO-D (tuned clamp c) gains over NAMO", "beats", (("namo_d", "namo"),),
-          tuned=("namo_d", "optim.matrix.clamp_c")),
-    Claim("NorMuon (arXiv 2510.05491)", "NorMuon trains better than Muon and Adam", "beats",
-          (("normuon", "muon"), ("normuon", "adamw"))),
-    Claim("AdaGO (arXiv 2509.02981)", "AdaGO beats Muon and Adam (shown there on non-GPT-2 tasks)", "beats",
-          (("adago", "muon"), ("adago", "adamw"))),
-    Claim("Delving into Muon and Beyond (arXiv 2602.04669)",
-          "RMS-normalized (Adam-input) updates are more stable than momentum-input ones "
-          "(spectral_adam vs spectral_msgd: wider lr range near the best, fewer diverged settings)",
-          "more_robust", (("spectral_adam", "spectral_msgd"),)),
-    Claim("Delving into Muon and Beyond (arXiv 2602.04669)",
-          "p = 0 (Muon) does not consistently beat Adam", "does_not_beat", (("muon", "adamw"),)),
-)
+def load_claims(path: Path = CLAIMS_FILE) -> dict[str, Claim]:
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    claims = {}
+    for entry in raw["claims"]:
+        where = f"{path}: claim {entry.get('id')!r}"
+        if entry.get("kind") not in KINDS:
+            raise StudyError(f"{where}: kind must be one of {', '.join(KINDS)}")
+        pairs = tuple(tuple(p) for p in entry["pairs"])
+        if not pairs or any(len(p) != 2 for p in pairs):
+            raise StudyError(f"{where}: pairs must be a list of [better, worse] arm names")
+        claims[entry["id"]] = Claim(entry["id"], entry["source"], entry["text"], entry["kind"], pairs,
+                                    bool(entry["useful"]), bool(entry["extrapolation"]), entry.get("paper"),
+                                    (entry["tuned"]["arm"], entry["tuned"]["key"]) if entry.get("tuned") else None)
+    return claims
+
+
+def study_claims(study: Study, path: Path = CLAIMS_FILE) -> list[Claim]:
+    claims = load_claims(path)
+    if study.claims == "all":
+        return list(claims.values())
+    unknown = [c for c in study.claims if c not in claims]
+    if unknown:
+        raise StudyError(f"{study.path}: claim '{unknown[0]}' is not in {path} (known: {', '.join(claims)})")
+    return [claims[c] for c in study.claims]
+
+
+@dataclass(frozen=True)
+class ArmSummary:
+    """What the claims need of an arm: its confirmation losses by seed, and how it was tuned."""
+
+    name: str
+    losses: dict[int, float]            # confirmation seed -> counted loss (initial loss if diverged)
+    diverged_everywhere: bool = False   # every tuning point diverged: nothing to confirm
+    bracketed: bool = True
+    tuning: dict[float, list[float]] = field(default_factory=dict)   # lr -> final losses (best line)
+    diverged_lrs: frozenset[float] = frozenset()
+
+
+@dataclass
+class Comparison:
+    claim: Claim
+    better: str
+    worse: str
+    diff: PairedDiff | None = None
+    verdict: str = UNTESTED
+    judgement: Judgement | None = None
+    sign_flip_p: float = math.nan
+    note: str = ""
 
 
 @dataclass
 class Verdict:
     claim: Claim
     verdict: str
+    comparisons: list[Comparison]
     evidence: str
 
 
-def _beats(better: str, worse: str, by_name: dict[str, OptimizerResult]) -> tuple[str, str]:
-    missing = [n for n in (better, worse) if n not in by_name or by_name[n].best is None]
+def _pair(claim: Claim, better: str, worse: str, arms: dict[str, ArmSummary], study: Study) -> Comparison:
+    comparison = Comparison(claim, better, worse)
+    missing = [a for a in (better, worse) if a not in arms]
     if missing:
-        return UNTESTED, f"{missing[0]}: not in the study or no stable setting"
-    g = gap(by_name[better], by_name[worse])
-    a, b = by_name[better].best, by_name[worse].best
-    numbers = (f"{better} {a.mean():.4f}±{a.std():.4f} vs {worse} {b.mean():.4f}±{b.std():.4f} "
-               f"(gap {g.gap:.4f}, spread {g.spread:.4f})")
-    if not g.conclusive:
-        return INCONCLUSIVE, numbers
-    return (HOLDS if g.better == better else FAILS), numbers
+        comparison.note = f"{missing[0]} is not in the study"
+        return comparison
+    if claim.tuned is not None:
+        arm, key = claim.tuned
+        grid = study.arms[arm].grid if arm in study.arms else None
+        if grid is None or key not in grid:
+            comparison.note = f"the claim assumes {arm}'s {key} was tuned; the study does not sweep it"
+            return comparison
+    a, b = arms[better], arms[worse]
+    if a.diverged_everywhere or b.diverged_everywhere:
+        comparison.verdict = FAILS if a.diverged_everywhere else HOLDS
+        comparison.note = f"{better if a.diverged_everywhere else worse} diverged at every tuning lr"
+        return comparison
+    unbracketed = [arm.name for arm in (a, b) if not arm.bracketed and not arm.losses]
+    if unbracketed:
+        comparison.verdict = NOT_BRACKETED
+        comparison.note = f"{unbracketed[0]}'s best lr stayed at its grid's edge: not confirmed"
+        return comparison
+    seeds = tuple(sorted(set(a.losses) & set(b.losses)))
+    if len(seeds) < MIN_SEEDS:
+        comparison.note = f"{len(seeds)} common confirmation seed(s); a verdict needs {MIN_SEEDS}"
+        return comparison
+    comparison.diff = PairedDiff(better, worse, seeds, tuple(a.losses[s] for s in seeds),
+                                 tuple(b.losses[s] for s in seeds))
+    comparison.sign_flip_p = sign_flip_p_value(comparison.diff.diffs)
+    return comparison
 
 
-def _more_robust(stable: str, other: str, by_name: dict[str, OptimizerResult]) -> tuple[str, str]:
-    missing = [n for n in (stable, other) if n not in by_name]
-    if missing:
-        return UNTESTED, f"{missing[0]}: not in the study"
-    a, b = by_name[stable], by_name[other]
-    a_div, b_div = sum(s.diverged for s in a.settings), sum(s.diverged for s in b.settings)
-    a_ratio = a.robust_ratio if a.best else 0.0
-    b_ratio = b.robust_ratio if b.best else 0.0
-    numbers = (f"lr range within the window: {stable} x{a_ratio:.3g} ({len(a.robust_lrs)} lrs), "
-               f"{other} x{b_ratio:.3g} ({len(b.robust_lrs)} lrs); diverged settings {a_div} vs {b_div}")
-    score = (a_ratio > b_ratio) - (a_ratio < b_ratio) + (a_div < b_div) - (a_div > b_div)
-    return (HOLDS if score > 0 else FAILS if score < 0 else INCONCLUSIVE), numbers
+def _holds_p_value(c: Comparison, margin: float) -> float:
+    """The p-value of the test whose rejection makes the comparison "hold" (Holm orders these)."""
+    if c.diff is None:
+        return math.nan
+    if c.claim.kind == "does_not_beat":
+        return c.diff.p_value(threshold=margin, greater=False)
+    return c.diff.p_value(threshold=margin if c.claim.useful else 0.0)
 
 
-def judge(claim: Claim, by_name: dict[str, OptimizerResult], grids: dict[str, dict]) -> Verdict:
-    verdict = _judge(claim, by_name)
-    if claim.tuned and claim.tuned[0] in grids and claim.tuned[1] not in grids[claim.tuned[0]]:
-        verdict.evidence += f" ({claim.tuned[1]} not swept: {claim.tuned[0]} at its configured value)"
-    return verdict
+def _robust(claim: Claim, arms: dict[str, ArmSummary], window: float) -> tuple[str, str]:
+    better, worse = claim.pairs[0]
+    if better not in arms or worse not in arms:
+        return UNTESTED, f"{better if better not in arms else worse} is not in the study"
+    widths, diverged = {}, {}
+    for name in (better, worse):
+        arm = arms[name]
+        lrs = sorted(arm.tuning)
+        seeds = min((len(v) for v in arm.tuning.values()), default=0)
+        if len(lrs) < WIDE_GRID_POINTS or lrs[-1] / lrs[0] < WIDE_GRID_SPAN * (1 - 1e-9) or seeds < ROBUST_SEEDS:
+            return UNTESTED, (f"{name}: {len(lrs)} lrs over {lrs[-1] / lrs[0] if lrs else 0:g}x with {seeds} seed(s); "
+                              f"a robustness claim needs >= {WIDE_GRID_POINTS} lrs over >= {WIDE_GRID_SPAN:g}x "
+                              f"with >= {ROBUST_SEEDS} seeds")
+        means = {lr: sum(v) / len(v) for lr, v in arm.tuning.items() if lr not in arm.diverged_lrs}
+        best = min(means.values(), default=math.inf)
+        widths[name] = sum(1 for m in means.values() if m <= best + window)
+        diverged[name] = len(arm.diverged_lrs)
+    evidence = (f"lrs within {window:g} nats of the best: {better} {widths[better]}, {worse} {widths[worse]}; "
+                f"diverged lrs {diverged[better]} vs {diverged[worse]} (descriptive rule, no p-value)")
+    if widths[better] >= widths[worse] + 2 and diverged[better] <= diverged[worse]:
+        return HOLDS, evidence
+    if widths[worse] >= widths[better] + 2 and diverged[worse] <= diverged[better]:
+        return FAILS, evidence
+    return INCONCLUSIVE, evidence
 
 
-def _judge(claim: Claim, by_name: dict[str, OptimizerResult]) -> Verdict:
-    if claim.kind == "more_robust":
-        verdict, evidence = _more_robust(*claim.pairs[0], by_name)
-        return Verdict(claim, verdict, evidence)
-    parts = [_beats(better, worse, by_name) for better, worse in claim.pairs]
-    parts = list(dict.fromkeys(parts))  # one "not in the study" line per missing optimizer
-    verdicts = [v for v, _ in parts]
-    if claim.kind == "does_not_beat":  # the claim holds unless the optimizer clearly wins
-        verdict = {HOLDS: FAILS, FAILS: HOLDS, INCONCLUSIVE: HOLDS, UNTESTED: UNTESTED}[verdicts[0]]
-    elif UNTESTED in verdicts:
-        verdict = UNTESTED
-    elif FAILS in verdicts:
-        verdict = FAILS
-    elif all(v == HOLDS for v in verdicts):
-        verdict = HOLDS
-    else:
-        verdict = INCONCLUSIVE
-    return Verdict(claim, verdict, "; ".join(e for _, e in parts))
+def _combine(verdicts: list[str]) -> str:
+    if UNTESTED in verdicts:
+        return UNTESTED
+    if FAILS in verdicts:
+        return FAILS
+    if all(v == HOLDS for v in verdicts):
+        return HOLDS
+    if all(v == NO_DIFFERENCE for v in verdicts):
+        return NO_DIFFERENCE
+    return NOT_BRACKETED if NOT_BRACKETED in verdicts else INCONCLUSIVE
 
 
-def judge_all(results: list[OptimizerResult], grids: dict[str, dict]) -> list[Verdict]:
-    """Every claim of CLAIMS against the results; ``grids`` (the study's) says what was swept."""
-    by_name = {r.optimizer: r for r in results}
-    return [judge(claim, by_name, grids) for claim in CLAIMS]
+def judge_claims(claims: list[Claim], arms: dict[str, ArmSummary], study: Study) -> list[Verdict]:
+    """Every claim's verdict; the comparisons of all "beats"/"does_not_beat" claims form one Holm family."""
+    comparisons = [_pair(c, better, worse, arms, study) for c in claims if c.kind != "more_robust"
+                   for better, worse in c.pairs]
+    levels = holm_levels([_holds_p_value(c, study.margin) for c in comparisons], study.alpha)
+    for c, level in zip(comparisons, levels):
+        if c.diff is None:
+            continue
+        c.judgement = judge_difference(c.diff, level, study.margin, c.claim.useful, c.claim.kind)
+        c.verdict = c.judgement.verdict
+        if c.claim.kind == "does_not_beat":  # "does not hold" means A beats B; "holds" calls nobody worse
+            called_worse = c.worse if c.verdict == FAILS else None
+        else:
+            called_worse = c.worse if c.verdict == HOLDS else c.better if c.verdict == FAILS else None
+        if called_worse is not None and not arms[called_worse].bracketed:
+            c.verdict = NOT_BRACKETED
+            c.note = f"{called_worse}'s best lr is at its grid's edge"
+    verdicts = []
+    for claim in claims:
+        if claim.kind == "more_robust":
+            verdict, evidence = _robust(claim, arms, study.robust_window)
+            verdicts.append(Verdict(claim, verdict, [], evidence))
+            continue
+        mine = [c for c in comparisons if c.claim is claim]
+        verdicts.append(Verdict(claim, _combine([c.verdict for c in mine]), mine,
+                                "; ".join(describe(c) for c in mine)))
+    return verdicts
+
+
+def describe(c: Comparison) -> str:
+    """'namo vs adamw: d̄ = +0.031 [+0.012, +0.050] (90%, Holm level 0.0167), sign-flip p 0.016, ρ 0.82, MDE 0.021'"""
+    if c.judgement is None:
+        return f"{c.better} vs {c.worse}: {c.note or 'not tested'}"
+    j, d = c.judgement, c.diff
+    text = (f"{c.better} vs {c.worse}: d̄ = {d.mean:+.4f} [{j.interval[0]:+.4f}, {j.interval[1]:+.4f}] "
+            f"({1 - 2 * j.level:.1%} interval, one-sided level {j.level:.4g}), k = {d.k}, "
+            f"sign-flip p {c.sign_flip_p:.3g}, ρ {d.correlation:.2f}, MDE {j.mde:.4f}")
+    return text + (f" ({c.note})" if c.note else "")
+
+
+def summary_row(c: Comparison) -> dict[str, Any]:
+    """The comparison's numbers for report.json."""
+    row: dict[str, Any] = {"claim": c.claim.id, "better": c.better, "worse": c.worse, "verdict": c.verdict,
+                           "note": c.note}
+    if c.judgement is not None:
+        row.update(seeds=list(c.diff.seeds), loss_better=list(c.diff.loss_better), loss_worse=list(c.diff.loss_worse),
+                   mean_diff=c.diff.mean, interval=list(c.judgement.interval), level=c.judgement.level,
+                   sign_flip_p=c.sign_flip_p, correlation=c.diff.correlation, mde=c.judgement.mde)
+    return row

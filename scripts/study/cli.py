@@ -5,8 +5,10 @@
     orthogpt-reproduce cpu --report-only    # rebuild report.md / figures from the runs on disk
     orthogpt-reproduce my_study.yaml --out /scratch/studies/mine --launcher torchrun --parallel 1
 
-Stop it at any time (Ctrl-C, SIGTERM, a lost node): the same command resumes; finished runs are
-skipped, interrupted ones continue from their checkpoints (scripts/study/plan.py).
+The study runs in passes: stage 1 (tuning, with edge extensions), then stage 2 (confirmation on
+fresh seeds) and the token curve as each arm's choice becomes known (scripts/study/stages.py).
+Stop it at any time (Ctrl-C, SIGTERM, a lost node): the same command resumes, between stages too;
+finished runs are skipped, interrupted ones continue from their checkpoints (scripts/study/plan.py).
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import time
 from pathlib import Path
 
 from scripts.study.launch import StudyRunner
-from scripts.study.plan import DONE, PARTIAL, PENDING, plan_study, predicted_gpu_hours
+from scripts.study.plan import DONE, PARTIAL, PENDING, PlannedRun, plan_study, predicted_gpu_hours
 from scripts.study.report import TIMINGS, write_report
-from scripts.study.spec import LAUNCHERS, StudyError, load_study
+from scripts.study.spec import Study, StudyError, load_study
+from scripts.study.stages import CONFIRM, TOKENS, TUNE, StudyPlan
+from scripts.study.study_file import LAUNCHERS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _launcher(study, args):
+def _launcher(study: Study, args: argparse.Namespace) -> Study:
     changes = {k: v for k, v in (("kind", args.launcher), ("parallel", args.parallel),
                                  ("nproc_per_node", args.nproc_per_node)) if v is not None}
     if not changes:
@@ -54,20 +58,39 @@ def _launcher(study, args):
     return dataclasses.replace(study, launcher=launcher)
 
 
-def describe(study, runs, out=print) -> None:
+def predicted_flops(study: Study, runs: list[PlannedRun], staged: StudyPlan) -> float:
+    """Training FLOPs of the whole study: the runs known now, plus stage 2 and the token curve of the
+    arms still tuning (at a tuning run's cost; edge extensions cannot be foreseen)."""
+    flops = sum(r.train_flops for r in runs)
+    per_arm = {r.spec.arm: r for r in runs if r.spec.stage == TUNE}
+    for name, run in per_arm.items():
+        if name not in staged.choices:
+            flops += run.train_flops * len(study.confirm.seeds_of(name))
+            curve = study.tokens
+            if curve is not None and curve.reference == name:
+                flops += sum(run.train_flops * steps / run.max_steps for steps in curve.max_steps) * curve.seeds
+    return flops
+
+
+def describe(study: Study, runs: list[PlannedRun], staged: StudyPlan, out=print) -> None:
     counts = {s: sum(r.state == s for r in runs) for s in (DONE, PARTIAL, PENDING)}
-    out(f"study {study.name}: {len(runs)} runs ({len(study.grids)} optimizers, {study.seeds} seed(s)); "
-        f"{counts[DONE]} done, {counts[PARTIAL]} interrupted (will resume), {counts[PENDING]} to start")
-    for name, grid in study.grids.items():
-        shown = ", ".join(f"{k}={list(v)}" for k, v in grid.items())
-        out(f"  {name}: {shown}")
-    tflop = sum(r.train_flops for r in runs) / 1e12
-    out(f"  training compute: {tflop:,.0f} TFLOP in all ({tflop / len(runs):,.1f} per run)")
-    hours = predicted_gpu_hours(study, runs)
+    stages = {stage: sum(r.spec.stage == stage for r in runs) for stage in (TUNE, CONFIRM, TOKENS)}
+    out(f"study {study.name}: {len(runs)} runs planned ({stages[TUNE]} tuning, {stages[CONFIRM]} confirmation, "
+        f"{stages[TOKENS]} token-curve; {len(study.arms)} arms); {counts[DONE]} done, "
+        f"{counts[PARTIAL]} interrupted (will resume), {counts[PENDING]} to start")
+    for name, arm in study.arms.items():
+        shown = ", ".join(f"{k}={list(v)}" for k, v in arm.grid.items()) if arm.grid else f"chosen {dict(arm.chosen)}"
+        out(f"  {name} ({arm.optimizer}): {shown}; confirmed on {len(study.confirm.seeds_of(name))} seeds")
+    for line in staged.waiting:
+        out(f"  waiting: {line}")
+    flops = predicted_flops(study, runs, staged)
+    shown = f"{flops / 1e12:,.0f}" if flops >= 1e13 else f"{flops / 1e12:.3g}"
+    out(f"  training compute: {shown} TFLOP in all (stage 2 of arms still tuning included)")
+    hours = predicted_gpu_hours(study, flops)
     if hours is not None:
         c = study.compute
-        out(f"  predicted: {hours:,.1f} {c.gpu} GPU-hours at {c.assumed_mfu:.0%} MFU of {c.peak_tflops:g} TFLOP/s "
-            f"({hours / len(runs):,.2f} per run)")
+        out(f"  predicted: {hours:,.1f} hours on one {c.gpu}, {hours / 8:,.1f} hours on 8 "
+            f"(at {c.assumed_mfu:.0%} MFU of {c.peak_tflops:g} TFLOP/s; edge extensions not included)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,35 +98,49 @@ def main(argv: list[str] | None = None) -> int:
     try:
         study = _launcher(load_study(args.study), args)
         study_dir = (args.out or Path("studies") / study.name).resolve()
-        runs = plan_study(study, study_dir, check_configs=not args.report_only)
+        runs, staged = plan_study(study, study_dir, compose_configs=not args.report_only)
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    describe(study, runs)
+    describe(study, runs, staged)
     if args.plan:
         return 0
-    study_dir.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         try:
-            print(f"report: {write_report(study, study_dir, runs)}")
-        except FileNotFoundError as err:
+            print(f"report: {write_report(study, study_dir, runs, staged)}")
+        except (FileNotFoundError, StudyError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         return 0
+    study_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(study.path, study_dir / "study.yaml")  # what this directory is a study of
+    code = 0
+    while code == 0:  # each pass runs what the finished runs imply; a stage's end unlocks the next
+        todo = [run for run in runs if run.state != DONE]
+        if not todo:
+            break
+        code = run_batch(study, study_dir, runs, args.progress_every)
+        try:
+            runs, staged = plan_study(study, study_dir)
+        except StudyError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if code == 0 and any(run.state != DONE for run in runs):
+            describe(study, runs, staged)
+    if code == 0:
+        print(f"report: {write_report(study, study_dir, runs, staged)}")
+    return code
+
+
+def run_batch(study: Study, study_dir: Path, runs: list[PlannedRun], progress_every: float) -> int:
     begun, started_at = time.monotonic(), time.time()
-    runner = StudyRunner(study.launcher, runs, study_dir / "logs", args.progress_every)
+    runner = StudyRunner(study.launcher, runs, study_dir / "logs", progress_every)
     try:
-        code = runner.run()
+        return runner.run()
     finally:
         with open(study_dir / TIMINGS, "a") as f:
             f.write(json.dumps({"kind": "invocation", "started": started_at, "seconds": time.monotonic() - begun,
                                 "pid": os.getpid(), "runs_finished": len(runner.durations)}) + "\n")
-    if all(run.state == DONE for run in runs):
-        print(f"report: {write_report(study, study_dir, runs)}")
-    elif code == 0:
-        code = 1
-    return code
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from scripts.study.plan import DONE, PlannedRun
 from trainer.metrics import METRICS_FILE
-from scripts.study.spec import Launcher
+from scripts.study.study_file import Launcher
 
 TRAIN_PY = str(Path(__file__).resolve().parents[2] / "train.py")
 STOP_GRACE_S = 120.0

@@ -1,8 +1,9 @@
 """The study report: ``report.md`` + ``report.json`` + ``figures/*.png`` in the study directory.
 
-Built from the runs' logs only (metrics.jsonl and config.yaml of each run, the study's
-timings.jsonl for wall time), so it can be rebuilt at any time with ``orthogpt-reproduce <study>
---report-only``; numbers are those of ``scripts.study.aggregate`` (its docstring defines them).
+Built from the runs' files only (metrics.jsonl, summary.json and config.yaml of each run, the
+study's timings.jsonl for wall time), so ``orthogpt-reproduce <study> --report-only`` rebuilds it at
+any time without composing a config. The numbers are defined in scripts/study/outcomes.py (a run),
+tuning.py (stage 1), paired_stats.py and claims.py (the verdicts), token_equivalence.py (tokens).
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
-from scripts.study.aggregate import OptimizerResult, Setting, collect, gap, summarize_optimizers
-from scripts.study.claims import judge_all
-from scripts.analysis.figures import LrPoint, SeedCurves, plot_lr_sensitivity, plot_robustness, plot_seed_bands
+from scripts.analysis.figures import LrPoint, SeedCurves, plot_lr_sensitivity, plot_seed_bands
+from scripts.study.claims import ArmSummary, Verdict, judge_claims, study_claims, summary_row
+from scripts.study.outcomes import RunOutcome, read_outcome
 from scripts.study.plan import DONE, PlannedRun
-from scripts.study.spec import LR_KEY, Study
+from scripts.study.spec import Study, setting_label
+from scripts.study.stages import CONFIRM, TOKENS, StudyPlan
+from scripts.study.token_equivalence import TokenCurve, arm_equivalent
+from scripts.study.report_text import claims_section, ranking_section, tokens_section, tuning_section
 
 TIMINGS = "timings.jsonl"
-
-
-def _f(value: float, spec: str = ".4f") -> str:
-    return format(value, spec) if math.isfinite(value) else "nan"
 
 
 def machine_line() -> str:
@@ -51,133 +51,124 @@ def study_wall_time(study_dir: Path) -> tuple[float, int]:
     return sum(r["seconds"] for r in invocations), len(invocations)
 
 
-def ranking_rows(results: list[OptimizerResult]) -> list[dict]:
-    rows = []
-    for i, r in enumerate(results):
-        b = r.best
-        nxt = gap(r, results[i + 1]) if b and i + 1 < len(results) else None
-        lrs = sorted({x.lr for x in r.settings})
-        rows.append({
-            "rank": i + 1 if b else None, "optimizer": r.optimizer,
-            "best_lr_at_grid_edge": bool(b) and len(lrs) > 1 and b.lr in (lrs[0], lrs[-1]),
-            "best_setting": b.label if b else None,
-            "final_val_mean": b.mean() if b else None, "final_val_std": b.std() if b else None,
-            "final_val_min": b.spread()[0] if b else None, "final_val_max": b.spread()[1] if b else None,
-            "best_val_mean": b.mean("best_val_loss") if b else None,
-            "best_val_std": b.std("best_val_loss") if b else None,
-            "seeds": len(b.results) if b else 0,
-            "tokens": b.results[0].summary.tokens if b else None,
-            "wall_time_s_mean": b.mean("wall_time_s") if b else None,
-            "gap_to_next": nxt.gap if nxt else None, "spread_to_next": nxt.spread if nxt else None,
-            "gap_exceeds_spread": nxt.conclusive if nxt else None,
-            "robust_lrs": r.robust_lrs, "robust_lr_ratio": r.robust_ratio if r.best else None,
-            "settings": [{
-                "setting": s.label, "lr": s.lr, "diverged": s.diverged,
-                "final_val_losses": [x.summary.final_val_loss for x in s.results],
-                "best_val_losses": [x.summary.best_val_loss for x in s.results],
-                "seeds": [x.run.spec.seed for x in s.results],
-                "run_dirs": [str(x.run.run_dir) for x in s.results],
-            } for s in r.settings],
-        })
-    return rows
+def arm_summaries(study: Study, staged: StudyPlan, outcomes: dict[str, RunOutcome]) -> dict[str, ArmSummary]:
+    """Per arm: confirmation losses by seed (counted: initial loss if diverged) and its tuning line."""
+    arms = {}
+    for name, choice in staged.choices.items():
+        losses = {s.seed: outcomes[s.run_id].counted_loss for s in staged.specs
+                  if s.stage == CONFIRM and s.arm == name and s.run_id in outcomes}
+        tuning: dict[float, list[float]] = {}
+        diverged = set()
+        line = choice.setting[1:] if choice.setting else None
+        for spec, outcome in choice.tuning:
+            if line is None or spec.setting[1:] == line:
+                tuning.setdefault(spec.lr, []).append(outcome.final_val_loss)
+                if outcome.diverged:
+                    diverged.add(spec.lr)
+        arms[name] = ArmSummary(name, losses, choice.lr is not None and choice.lr.diverged_everywhere,
+                                choice.bracketed, tuning, frozenset(diverged))
+    return arms
 
 
-def _ranking_table(rows: list[dict]) -> list[str]:
-    lines = ["| rank | optimizer | best setting | final val loss (mean ± std) | min – max | best val loss "
-             "(mean ± std) | seeds | tokens | wall time / run (s) | gap to next | beyond seed spread? |",
-             "|" + "---|" * 11]
-    for row in rows:
-        if row["rank"] is None:
-            lines.append(f"| – | {row['optimizer']} | every setting diverged | | | | | | | | |")
-            continue
-        gap_cell = _f(row["gap_to_next"]) if row["gap_to_next"] is not None else "–"
-        verdict = {None: "–", True: "yes", False: "**inconclusive**"}[row["gap_exceeds_spread"]]
-        lines.append(
-            f"| {row['rank']} | {row['optimizer']} | {row['best_setting']}{' (edge)' if row['best_lr_at_grid_edge'] else ''}"
-            f" | {_f(row['final_val_mean'])} ± "
-            f"{_f(row['final_val_std'])} | {_f(row['final_val_min'])} – {_f(row['final_val_max'])} | "
-            f"{_f(row['best_val_mean'])} ± {_f(row['best_val_std'])} | {row['seeds']} | {row['tokens']} | "
-            f"{_f(row['wall_time_s_mean'], '.0f')} | {gap_cell} | {verdict} |")
-    return lines
+def token_curve(study: Study, staged: StudyPlan, outcomes: dict[str, RunOutcome]) -> TokenCurve | None:
+    """The reference's final losses at T0 (its confirmation runs) and at each longer budget, by seed,
+    on the seeds where every budget finished."""
+    if study.tokens is None:
+        return None
+    ref = study.tokens.reference
+    budgets: dict[int | None, dict[int, RunOutcome]] = {}
+    for spec in staged.specs:
+        if spec.arm == ref and spec.stage in (CONFIRM, TOKENS) and spec.run_id in outcomes:
+            budgets.setdefault(spec.max_steps, {})[spec.seed] = outcomes[spec.run_id]
+    if None not in budgets or len(budgets) < 2:
+        return None
+    order = [None, *sorted(k for k in budgets if k is not None)]
+    seeds = sorted(set.intersection(*(set(budgets[b]) for b in order)))
+    if len(seeds) < 2:
+        return None
+    tokens = tuple(float(budgets[b][seeds[0]].tokens) for b in order)
+    return TokenCurve(tokens, {s: tuple(budgets[b][s].counted_loss for b in order) for s in seeds})
 
 
-def _settings_table(rows: list[dict]) -> list[str]:
-    lines = ["| optimizer | setting | final val loss per seed | mean | diverged |", "|---|---|---|---|---|"]
-    for row in sorted(rows, key=lambda r: r["optimizer"]):
-        for s in row["settings"]:
-            finals = s["final_val_losses"]
-            mean = sum(finals) / len(finals)
-            lines.append(f"| {row['optimizer']} | {s['setting']} | {', '.join(_f(v) for v in finals)} | "
-                         f"{_f(mean)} | {'yes' if s['diverged'] else ''} |")
-    return lines
+def write_figures(study: Study, staged: StudyPlan, outcomes: dict[str, RunOutcome], figures: Path) -> list[str]:
+    curves, points = [], []
+    for name, choice in staged.choices.items():
+        runs = [outcomes[s.run_id] for s in staged.specs if s.stage == CONFIRM and s.arm == name and s.run_id in outcomes]
+        if runs:
+            curves.append(SeedCurves(name, setting_label(choice.setting, ", ", "="),
+                                     tuple(dict(zip(o.val_tokens, o.val_losses)) for o in runs)))
+        line = choice.setting[1:] if choice.setting else None
+        by_lr: dict[float, list[RunOutcome]] = {}
+        for spec, outcome in choice.tuning:
+            if line is None or spec.setting[1:] == line:
+                by_lr.setdefault(spec.lr, []).append(outcome)
+        points += [LrPoint(name, lr, tuple(o.final_val_loss for o in runs), any(o.diverged for o in runs))
+                   for lr, runs in sorted(by_lr.items())]
+    written = []
+    if curves:
+        plot_seed_bands(curves, figures / "confirmation_curves.png",
+                        f"{study.name}: val loss on the confirmation seeds (chosen settings)")
+        written.append("confirmation_curves.png")
+    if points:
+        plot_lr_sensitivity(points, figures / "tuning.png", f"{study.name}: stage 1, final val loss by lr")
+        written.append("tuning.png")
+    return written
 
 
-def write_figures(study: Study, results: list[OptimizerResult], figures: Path) -> None:
-    """The three figures of the report, from the aggregated results (scripts/analysis/figures.py draws)."""
-    curves = [SeedCurves(r.optimizer, r.best.label, tuple(dict(zip(x.summary.val_tokens, x.summary.val_losses))
-                                                           for x in r.best.results))
-              for r in results if r.best is not None]
-    plot_seed_bands(curves, figures / "val_loss_curves.png", f"{study.name}: val loss at each optimizer's best lr")
-    points = [LrPoint(r.optimizer, s.lr, tuple(x.summary.final_val_loss for x in s.results), s.diverged)
-              for r in results for s in best_line(r)]
-    plot_lr_sensitivity(points, figures / "lr_sensitivity.png", f"{study.name}: lr sensitivity")
-    ratios = {r.optimizer: (r.robust_ratio if r.best else 0.0) for r in results}
-    plot_robustness(ratios, figures / "robustness.png", study.robust_window)
+def write_report(study: Study, study_dir: Path, runs: list[PlannedRun], staged: StudyPlan) -> Path:
+    """Write the report of the study's finished runs; raises FileNotFoundError if none is finished."""
 
-
-def best_line(r: OptimizerResult) -> list[Setting]:
-    """The settings that differ from the best one only in lr (the lr-sensitivity line), by lr."""
-    others = {k: v for k, v in r.best.values if k != LR_KEY} if r.best else {}
-    return sorted((s for s in r.settings if all(dict(s.values).get(k) == v for k, v in others.items())),
-                  key=lambda s: s.lr)
-
-
-def write_report(study: Study, study_dir: Path, runs: list[PlannedRun]) -> Path:
-    """Write the report of the study's done runs; raises if none is done."""
     done = [run for run in runs if run.state == DONE]
     if not done:
         raise FileNotFoundError(f"no finished run in {study_dir / 'runs'}; run the study first")
-    results = summarize_optimizers(collect(done), study.robust_window)
-    rows, verdicts = ranking_rows(results), judge_all(results, study.grids)
+    outcomes = {run.spec.run_id: read_outcome(run.run_dir) for run in done}
+    arms = arm_summaries(study, staged, outcomes)
+    verdicts: list[Verdict] = judge_claims(study_claims(study), arms, study)
+    curve = token_curve(study, staged, outcomes)
+    equivalents = {name: arm_equivalent(curve, arm.losses) for name, arm in arms.items()
+                   if curve is not None and len(arm.losses) >= 2}
     figures = study_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    write_figures(study, results, figures)
+    written = write_figures(study, staged, outcomes, figures)
     wall, invocations = study_wall_time(study_dir)
     missing = [run.spec.run_id for run in runs if run.state != DONE]
-    ranked = [r["optimizer"] for r in rows if r["rank"] is not None]
-    chain = ranked[:1]
-    for row, name in zip(rows, ranked[1:]):
-        chain.append((" < " if row["gap_exceeds_spread"] else " ≈ ") + name)
-
     md = [f"# Study `{study.name}`", "", study.description.strip(), "",
           f"- machine: {machine_line()}",
-          f"- report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {len(done)} of {len(runs)} runs"
-          + (f" (**missing: {', '.join(missing)}**)" if missing else ""),
-          f"- study wall time: {_f(wall / 60, '.1f')} min over {invocations} invocation(s) of the study command",
-          f"- every run: `{' '.join(study.overrides)}`; seeds 0..{study.seeds - 1}",
-          f"- regenerate: `orthogpt-reproduce {study.name}` (runs what is missing, then writes this report)",
-          "", "## Ranking at each optimizer's best setting", "",
-          "Best setting: smallest mean final val loss over seeds among settings where no seed diverged. "
-          "A gap is beyond the seed spread when it exceeds the sum of the two standard deviations.", "",
-          *_ranking_table(rows), "",
-          "(edge): the best lr is the smallest or largest of the optimizer's grid, so its optimum may lie "
-          "outside the grid and its loss here is an upper bound at this scale.", "",
-          f"Order (lower val loss first; `<` beyond the seed spread, `≈` inconclusive): {''.join(chain)}", "",
-          "## The papers' claims at this scale", "",
-          "| source | claim | measured | verdict |", "|---|---|---|---|",
-          *(f"| {v.claim.source} | {v.claim.text} | {v.evidence} | **{v.verdict}** |" for v in verdicts), "",
-          "## Figures", "",
-          "![val loss curves](figures/val_loss_curves.png)", "",
-          "![lr sensitivity](figures/lr_sensitivity.png)", "",
-          "![robustness](figures/robustness.png)", "",
-          f"Robust lr range: the lrs within {study.robust_window:g} nats of the optimizer's best mean "
-          f"(other swept keys fixed at the best setting).", "",
-          "## Every setting", "", *_settings_table(rows), "",
-          "Diverged: a seed's final val loss is not finite or not below its val loss at step 0.", ""]
+          f"- report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {len(done)} finished runs"
+          + (f"; **not finished: {len(missing)}** ({', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''})"
+             if missing else "") + ("; **still to plan: " + "; ".join(staged.waiting) + "**" if staged.waiting else ""),
+          f"- study wall time: {wall / 60:.1f} min over {invocations} invocation(s) of the study command"
+          if math.isfinite(wall) else "- study wall time: not recorded",
+          f"- every run: `{' '.join(study.overrides)}`",
+          f"- tuning seed(s) {list(study.tune.seeds)}; confirmation seeds {list(study.confirm.seeds)} (fresh, "
+          f"shared by every arm: seed s is the same init and data order everywhere)",
+          f"- regenerate: `orthogpt-reproduce {study.name}` (runs what is missing, then writes this report)", "",
+          *ranking_section(study, staged, arms), *claims_section(study, verdicts),
+          *tokens_section(study, curve, equivalents), *tuning_section(study, staged),
+          "## Figures", "", *(f"![{name}](figures/{name})\n" for name in written)]
     (study_dir / "report.md").write_text("\n".join(md))
-    payload = {"study": study.name, "runs_done": len(done), "runs_total": len(runs), "missing": missing,
-               "wall_time_s": wall, "machine": machine_line(), "ranking": rows,
-               "claims": [{"source": v.claim.source, "claim": v.claim.text, "verdict": v.verdict,
-                           "evidence": v.evidence} for v in verdicts]}
+    payload = {
+        "study": study.name, "machine": machine_line(), "wall_time_s": wall, "runs_done": len(done),
+        "runs_planned": len(runs), "missing": missing, "waiting": staged.waiting,
+        "alpha": study.alpha, "margin": study.margin,
+        "arms": {name: {"setting": dict(c.setting) if c.setting else None, "bracketed": c.bracketed,
+                        "lr_choice": None if c.lr is None else {"best_lr": c.lr.best_lr, "vertex_log2": c.lr.vertex_log2,
+                                                                "extensions": c.lr.extensions},
+                        "confirmation": {str(k): v for k, v in arms[name].losses.items()},
+                        "tokens_equivalent": None if name not in equivalents else
+                        {"ratio": equivalents[name].ratio, "interval": list(equivalents[name].interval),
+                         "extrapolated": equivalents[name].extrapolated}}
+                 for name, c in staged.choices.items()},
+        "runs": {run_id: {"final_val_loss": o.final_val_loss, "best_val_loss": o.best_val_loss,
+                          "initial_val_loss": o.initial_val_loss, "skipped_steps": o.skipped_steps,
+                          "diverged": o.divergence, "counted_loss": o.counted_loss, "tokens": o.tokens,
+                          "wall_time_s": o.wall_time_s, "run_dir": str(o.run_dir)} for run_id, o in outcomes.items()},
+        "claims": [{"id": v.claim.id, "source": v.claim.source, "claim": v.claim.text, "verdict": v.verdict,
+                    "paper": v.claim.paper, "evidence": v.evidence,
+                    "comparisons": [summary_row(c) for c in v.comparisons]} for v in verdicts],
+        "token_curve": None if curve is None else {"tokens": list(curve.tokens),
+                                                   "losses": {str(s): list(v) for s, v in curve.losses.items()}},
+    }
     (study_dir / "report.json").write_text(json.dumps(payload, indent=2, allow_nan=True))
     return study_dir / "report.md"
+
