@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
@@ -21,6 +23,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_mfu_cache(tmp_path_factory):
+    """The CPU MFU denominator cache (trainer/mfu.py) of this session and the processes it starts,
+    never the user's ~/.cache: the first run measures, the rest reuse."""
+    os.environ["ORTHOGPT_MFU_CACHE"] = str(tmp_path_factory.mktemp("mfu") / "mfu_peaks.json")
 
 
 @pytest.fixture(scope="session")

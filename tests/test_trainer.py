@@ -93,11 +93,7 @@ def test_mfu_denominator_is_configured_or_a_best_of_spaced_samples(monkeypatch):
     rate = mfu.measure_matmul_tflops(torch.device("cpu"), n=8, repeats=1, samples=3, spacing_s=0.5)
     assert rate == 2 * 8**3 / 1.0 / 1e12  # the fastest sample: a busy moment does not set the rate
     assert slept == [0.5, 0.5]
-    # under bf16 autocast the denominator is the bf16 matmul rate (the dtype the step multiplies in)
-    seen = []
-    monkeypatch.setattr(mfu, "measure_matmul_tflops", lambda device, **kw: seen.append(kw["dtype"]) or 1.0)
-    assert mfu.mfu_denominator(None, torch.device("cpu"), torch.bfloat16) == (1.0, "measured bf16 matmul, best of 5 samples")
-    assert seen == [torch.bfloat16]
+    # the CPU rate is measured once per machine and cached: tests/test_mfu.py
 
 
 def test_grad_accumulation_steps_optimizer_once_per_global_step(prepared_embedded, data_cache_dir, tmp_path):
