@@ -120,3 +120,51 @@ def test_cli(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=REPO,
     )  # fmt: skip
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_legend_names_each_run_by_its_run_name_at_150_dpi_with_val_points_marked(tmp_path, monkeypatch):
+    """Run directories are timestamps; the legend shows config.yaml's run_name (the directory's name
+    is added only when two runs share a name), val points carry markers, and the PNG is 150 dpi."""
+    from PIL import Image
+
+    from trainer import loss_curve
+
+    dirs = [tmp_path / "adamw" / "2026-01-01_10-00-00", tmp_path / "muon" / "2026-01-01_11-00-00",
+            tmp_path / "muon" / "2026-01-02_09-00-00"]
+    for d, name in zip(dirs, ["gpt2-test-adamw", "gpt2-test-muon", "gpt2-test-muon"]):
+        write_run(d)
+        (d / "config.yaml").write_text(f"seed: 1\nrun_name: {name}\n")
+    drawn = {}
+    save = loss_curve.save_figure
+    monkeypatch.setattr(loss_curve, "save_figure", lambda fig, ax, out, **kw: (drawn.update(ax=ax), save(fig, ax, out, **kw))[1])
+    out = plot_loss_curves(dirs, tmp_path / "loss.png")
+    lines, labels = drawn["ax"].get_legend_handles_labels()
+    assert labels == ["gpt2-test-adamw train", "gpt2-test-adamw val",
+                      "gpt2-test-muon (2026-01-01_11-00-00) train", "gpt2-test-muon (2026-01-01_11-00-00) val",
+                      "gpt2-test-muon (2026-01-02_09-00-00) train", "gpt2-test-muon (2026-01-02_09-00-00) val"]
+    assert [line.get_marker() for line in lines] == ["None", "o"] * 3
+    dpi = Image.open(out).info["dpi"]
+    assert round(dpi[0]) == round(dpi[1]) == 150
+    (dirs[0] / "config.yaml").unlink()  # a run without its config: the directory's name
+    assert loss_curve.run_labels(dirs[:2]) == ["2026-01-01_10-00-00", "gpt2-test-muon"]
+
+
+def test_seed_band_limits_hold_every_late_band_and_study_figures_are_150_dpi(tmp_path):
+    from PIL import Image
+
+    from scripts.analysis.figures import SeedCurves, plot_seed_bands, seed_band_limits
+
+    steps = range(0, 11)
+    # two optimizers end 0.02 apart, but one seed of the second ends 0.5 lower: a wide late band
+    a = SeedCurves("adamw", "lr 1e-3", tuple({s * 100: 10.0 - 0.7 * s + d for s in steps} for d in (0.0, 0.01)))
+    b = SeedCurves("muon", "lr 2e-2", ({s * 100: 10.0 - 0.7 * s + 0.02 for s in steps},
+                                       {s * 100: 10.0 - 0.7 * s - (0.05 * s if s > 5 else 0.0) for s in steps}))
+    lo, hi = seed_band_limits([a, b])
+    for curve in (a, b):
+        tokens, _, low, high = curve.band()
+        late = tokens >= 500
+        assert lo < low[late].min() and high[late].max() < hi  # nothing of the second half clipped
+    assert lo < 2.5 < 3.1 < hi and hi < 10.0  # the low seed (2.5) in view; the start (10) off the top
+    assert seed_band_limits([]) is None
+    out = plot_seed_bands([a, b], tmp_path / "bands.png", "val loss")
+    assert round(Image.open(out).info["dpi"][0]) == 150

@@ -1,6 +1,6 @@
 """The run's own figure, ``loss_curve.png``: train and val loss against tokens (matplotlib's Agg
-canvas, no pyplot, so it works headless and leaves the global backend alone). ``orthogpt-plot``
-draws several runs with the same function; the comparison and study figures are in
+canvas, no pyplot, so it works headless and leaves the global backend alone), at 150 dpi, each run
+labelled by its run name, val points marked. ``orthogpt-plot`` draws several runs with the same function; the comparison and study figures are in
 scripts/analysis/figures.py.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -21,7 +22,26 @@ def loss_series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
     return [float(r["tokens"]) for r in ordered], [float(r[key]) for r in ordered]
 
 
-def new_axes(size: tuple[float, float] = (8, 5), dpi: int = 120) -> tuple[Figure, object]:
+FIGURE_DPI = 150  # every figure of the project (the studies' too: scripts/analysis/figures.py)
+
+
+def run_labels(run_dirs: Sequence[Path]) -> list[str]:
+    """Legend labels: each run's ``run_name`` (its config.yaml), not its timestamp directory; runs
+    that share a name get their directory's name after it."""
+    names = [run_name(d) for d in run_dirs]
+    return [f"{n} ({Path(d).resolve().name})" if names.count(n) > 1 else n for n, d in zip(names, run_dirs)]
+
+
+def run_name(run_dir: Path) -> str:
+    """``run_name`` from the run's config.yaml (trainer/run_dir.py), else the directory's name."""
+    try:
+        name = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()).get("run_name")
+    except (OSError, yaml.YAMLError, AttributeError):
+        name = None
+    return str(name) if name else Path(run_dir).resolve().name
+
+
+def new_axes(size: tuple[float, float] = (8, 5), dpi: int = FIGURE_DPI) -> tuple[Figure, object]:
     fig = Figure(figsize=size, dpi=dpi)
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot()
@@ -46,7 +66,7 @@ def plot_loss_curves(
     if not run_dirs:
         raise ValueError("plot_loss_curves needs at least one run directory")
     if labels is None:
-        labels = [d.resolve().name for d in run_dirs]
+        labels = run_labels(run_dirs)
     if len(labels) != len(run_dirs):
         raise ValueError(f"got {len(labels)} labels for {len(run_dirs)} run directories")
     fig, ax = new_axes()

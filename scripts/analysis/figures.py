@@ -5,8 +5,8 @@ Inputs are plain values, so neither the comparison nor the study imports the oth
 
 - ``plot_best_val_curves``: val loss against tokens, one curve per optimizer at its best lr
   (``RunSummary`` of scripts/analysis/compare.py);
-- ``plot_seed_bands``: val loss against tokens, the mean over seeds as a line and the min-max over
-  seeds as a band (``SeedCurves``);
+- ``plot_seed_bands``: val loss against tokens, the mean over seeds as a line (a marker per eval) and
+  the min-max over seeds as a band (``SeedCurves``), the y-limits never clipping the late bands;
 - ``plot_lr_sensitivity``: final val loss against lr on a log axis, the mean over seeds with min-max
   bars, diverged settings as an x at the top (``LrPoint``);
 - ``plot_robustness``: per optimizer, the ratio of the largest to the smallest lr within the
@@ -62,18 +62,33 @@ class SeedCurves:
         return np.array(tokens), losses.mean(0), losses.min(0), losses.max(0)
 
 
+def seed_band_limits(curves: Sequence[SeedCurves], late: float = 0.5, margin: float = 0.08) -> tuple[float, float] | None:
+    """y-limits holding every seed band (min-max over seeds) over the last ``late`` of the tokens, the
+    part a comparison reads, with ``margin`` of the range on each side; the early, higher losses leave
+    the top. None when there is nothing to plot."""
+    bands = [c.band() for c in curves]
+    ends = [t[-1] for t, *_ in bands if len(t)]
+    if not ends:
+        return None
+    start = (1 - late) * max(ends)
+    lows = [v for t, _, low, _ in bands for x, v in zip(t, low) if x >= start]
+    highs = [v for t, _, _, high in bands for x, v in zip(t, high) if x >= start]
+    lo, hi = float(min(lows)), float(max(highs))
+    pad = margin * (hi - lo) + 0.01
+    return lo - pad, hi + pad
+
+
 def plot_seed_bands(curves: Sequence[SeedCurves], out_png: str | Path, title: str) -> Path:
+    """Mean over seeds (markers at the evals) and the min-max band; y-limits from ``seed_band_limits``."""
     fig, ax = new_axes(STUDY_SIZE)
     colour = colours([c.optimizer for c in curves])
-    finals = []
     for c in curves:
         tokens, mean, low, high = c.band()
-        ax.plot(tokens, mean, color=colour[c.optimizer], lw=1.5, label=f"{c.optimizer} ({c.label})")
+        ax.plot(tokens, mean, color=colour[c.optimizer], lw=1.5, marker="o", ms=2.5, label=f"{c.optimizer} ({c.label})")
         ax.fill_between(tokens, low, high, color=colour[c.optimizer], alpha=0.2, lw=0)
-        finals.append(mean[-1])
-    if finals:  # the interesting part is the end: start the y axis a little above the worst final loss
-        spread = max(finals) - min(finals) + 0.05
-        ax.set_ylim(min(finals) - 0.5 * spread, max(finals) + 3 * spread)
+    limits = seed_band_limits(curves)
+    if limits is not None:
+        ax.set_ylim(*limits)
     ax.set_xlabel("tokens")
     ax.set_ylabel("val loss (nats)")
     ax.set_title(title, fontsize=10)

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories holding *.jsonl metrics")
     parser.add_argument("-o", "--out", type=Path, required=True, help="output PNG path")
-    parser.add_argument("--labels", nargs="+", help="one legend label per run (default: directory names)")
+    parser.add_argument("--labels", nargs="+", help="one legend label per run (default: each run's run_name)")
     args = parser.parse_args(argv)
     try:
         out = plot_loss_curves(args.run_dirs, args.out, labels=args.labels)
