@@ -27,6 +27,8 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from trainer.checkpoint import CheckpointError  # noqa: E402
 from trainer.config import build_config  # noqa: E402
 from trainer.distributed import init_distributed, launcher_world, shutdown  # noqa: E402
+from trainer.dry_run import DRY_RUN_OVERRIDE, print_plan, remove_empty_dirs, validate_flag  # noqa: E402
+from trainer.init_from import plan_start  # noqa: E402
 from trainer.resume import resolve_resume  # noqa: E402
 from trainer.run_dir import register_resolvers  # noqa: E402
 
@@ -82,9 +84,15 @@ def main(cfg: DictConfig) -> float | None:
     overrides = list(OmegaConf.to_container(HydraConfig.get().overrides.task))
     try:  # before any process group, data or model work, and before the run directory is touched
         config = build_config(cfg, world_size)
-        resolve_resume(config, run_dir, deep=False)  # every rank, silently; the Trainer asks again to load
+        decision = resolve_resume(config, run_dir, deep=False)  # every rank, silently; the Trainer asks again to load
+        _, start = plan_start(config, decision)  # trainer.init_from / eval_only, checked the same way
     except (ValueError, CheckpointError) as err:
         exit_on_user_error(err, rank)
+    if config.trainer.dry_run:  # --validate: the plan, no process group, data, model or run files
+        if rank == 0:
+            print_plan(config, run_dir, start)
+            remove_empty_dirs(run_dir)  # Hydra made it for this job; nothing was written into it
+        return None
     d = config.distributed
     ctx = init_distributed(config.device, d.backend, dp_replicate=d.dp_replicate, dp_shard=d.dp_shard)
     refused: CheckpointError | None = None
@@ -98,11 +106,19 @@ def main(cfg: DictConfig) -> float | None:
         shutdown(ctx)
     if refused is not None:
         exit_on_user_error(refused, rank)
+    if config.trainer.eval_only and rank == 0:  # it wrote nothing: leave no empty run directory behind
+        remove_empty_dirs(run_dir)
     return summary["val_loss"]
 
 
 def run() -> None:
     """The console command ``orthogpt-train`` and ``python train.py``."""
+    try:
+        flag = validate_flag(sys.argv[1:])  # --validate: trainer.dry_run=true (refuses --cfg with -m)
+    except ValueError as err:
+        exit_on_user_error(err, launcher_world()[0])
+    if flag:
+        sys.argv = [a for a in sys.argv if a != "--validate"] + [DRY_RUN_OVERRIDE]
     try:
         main()
     except SystemExit:

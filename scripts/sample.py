@@ -16,10 +16,8 @@ import sys
 from pathlib import Path
 
 
-import torch
-
-from data.tokenizer import EOT_ID, gpt2_encoding
 from models.gpt2 import GPT
+from trainer import sampling
 
 
 def load_model(source: str | Path) -> GPT:
@@ -34,20 +32,11 @@ def load_model(source: str | Path) -> GPT:
     return load_gpt(source)
 
 
-def sample_texts(
-    model: GPT, prompt: str, max_new_tokens: int, temperature: float = 0.8, top_k: int | None = 200,
-    seed: int = 1337, num_samples: int = 1, device: str = "cpu",
-) -> list[str]:
-    """``num_samples`` continuations of ``prompt`` (prompt included), decoded to text."""
-    from models.generate import generate
-
-    enc = gpt2_encoding()
-    ids = enc.encode_ordinary(prompt) if prompt else [EOT_ID]
-    model = model.to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)
-    out = generate(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator)
-    return [enc.decode(row.tolist()) for row in out.cpu()]
+def sample_texts(model: GPT, prompt: str, max_new_tokens: int, temperature: float = 0.8, top_k: int | None = 200,
+                 seed: int = 1337, num_samples: int = 1, device: str = "cpu") -> list[str]:
+    """``num_samples`` continuations of ``prompt`` (prompt included), decoded (trainer/sampling.py)."""
+    return sampling.sample_texts(model.to(device), prompt, max_new_tokens, temperature=temperature, top_k=top_k,
+                                 seed=seed, num_samples=num_samples, device=device)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,8 @@ way the basic sweeper does (``hydra.sweeper.params`` plus the command-line overr
 expanded, cartesian product), composes every job with Hydra's own config loader, and checks each as
 every list of runs is checked (scripts/run_list_check.py: what train.py checks before it trains).
 Any failure stops the multirun with one message naming the job, its overrides and the problem;
-nothing has been written at that point. (Hydra turns exceptions raised in callbacks into warnings and
+nothing has been written at that point. In a dry run (``--validate -m``, trainer/dry_run.py) it prints
+one plan line per job and stops there, exit status 0. (Hydra turns exceptions raised in callbacks into warnings and
 carries on, so the callback raises ``SystemExit`` carrying the ``SweepConfigError`` message: exit
 status 1, no traceback, no job.) It also refuses a sweep whose
 jobs compose to identical configs (e.g. ``+sweep=...`` before ``+experiment=...``, so the experiment's
@@ -32,6 +33,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from scripts.run_list_check import RunListError, check_runs
+from trainer.banner import plan_line
+from trainer.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,11 @@ def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
 
 def check_sweep(config: DictConfig) -> int:
     """Compose and validate every job of the multirun ``config``; returns the number of jobs."""
+    return len(validated_jobs(config)[0])
+
+
+def validated_jobs(config: DictConfig) -> tuple[list[list[str]], list[TrainConfig]]:
+    """(every job's overrides, its validated config), in launch order; SweepConfigError for the first bad job."""
     jobs = sweep_job_overrides(config)
     loader = GlobalHydra.instance().config_loader()
 
@@ -66,13 +74,22 @@ def check_sweep(config: DictConfig) -> int:
 
     previous = HydraConfig.instance().cfg  # restored below; the launcher sets it per job anyway
     try:
-        check_runs(jobs, compose, 1, noun="sweep job", duplicate_hint=(
+        configs = check_runs(jobs, compose, 1, noun="sweep job", duplicate_hint=(
             "\n  (with +experiment and +sweep together, put +sweep last: a later file's optim.matrix.lr wins)"))
     except RunListError as err:
         raise SweepConfigError(str(err)) from err
     finally:
         HydraConfig.instance().cfg = previous
-    return len(jobs)
+    return jobs, configs
+
+
+def print_sweep_plan(jobs: list[list[str]], configs: list[TrainConfig]) -> None:
+    """A dry run's plan of a sweep (trainer/dry_run.py): one line per job, in launch order."""
+    for i, (overrides, config) in enumerate(zip(jobs, configs)):
+        shown = [o for o in overrides if not o.startswith("trainer.dry_run=")]
+        print(f"job {i}: {' '.join(shown) or '(no overrides)'}\n  {plan_line(config)}")
+    print(f"dry run: all {len(jobs)} jobs compose and validate; nothing was trained or written "
+          f"(drop --validate / trainer.dry_run to launch the sweep)")
 
 
 class SweepCheck(Callback):
@@ -84,7 +101,10 @@ class SweepCheck(Callback):
             log.info(f"sweep check skipped: sweeper {target} picks its points while it runs")
             return
         try:
-            n = check_sweep(config)
+            jobs, configs = validated_jobs(config)
         except SweepConfigError as err:
             raise SystemExit(f"sweep check failed: {err}") from err
-        log.info(f"sweep check: all {n} jobs compose and validate")
+        if OmegaConf.select(config, "trainer.dry_run"):  # --validate -m: the plan, then stop (exit 0)
+            print_sweep_plan(jobs, configs)
+            raise SystemExit(0)
+        log.info(f"sweep check: all {len(jobs)} jobs compose and validate")

@@ -64,11 +64,17 @@ class TrainerConfig:
     on_nonfinite: str
     peak_tflops: float | None
     plot: bool
+    init_from: str | None  # weights-only start: a checkpoint, run or local HF directory (trainer/init_from.py)
+    eval_only: bool  # evaluate the weights of init_from / resume and exit
+    dry_run: bool  # compose, validate, print the plan; no training (python train.py --validate)
+    sample_every: int  # a generated text sample every this many steps (0: never)
+    sample_tokens: int
+    sample_prompt: str
 
     def __post_init__(self) -> None:
         for key in ("max_steps", "log_every", "seq_len", "eval_batches", "micro_batch_size", "grad_accum_steps"):
             _at_least(f"trainer.{key}", getattr(self, key), 1)
-        for key in ("eval_every", "checkpoint_every", "keep_checkpoints"):
+        for key in ("eval_every", "checkpoint_every", "keep_checkpoints", "sample_every"):
             _at_least(f"trainer.{key}", getattr(self, key), 0)
         if self.grad_clip < 0:
             raise ConfigError(f"trainer.grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}")
@@ -77,6 +83,9 @@ class TrainerConfig:
             check_in("trainer.compute_dtype", self.compute_dtype, ("auto", "float32", "bfloat16"))
         if self.peak_tflops is not None and self.peak_tflops <= 0:
             raise ConfigError(f"trainer.peak_tflops must be > 0 or null, got {self.peak_tflops}")
+        _at_least("trainer.sample_tokens", self.sample_tokens, 1)
+        if self.init_from is not None and not str(self.init_from).strip():
+            raise ConfigError("trainer.init_from is empty; give a checkpoint, run or Hugging Face directory, or null")
 
     @property
     def resume_path(self) -> Path | None:

@@ -24,13 +24,17 @@ from models.gpt2 import GPT, flops_per_token
 from optim.dtensor import full, local
 from trainer import checkpoint as ckpt
 from trainer.config import TrainConfig, resolved_yaml
+from trainer.banner import describe_run
 from trainer.distributed import DistContext
+from trainer.init_from import load_weights, plan_start
 from trainer.metrics import METRICS_FILE, MetricsLogger
 from trainer.mfu import mfu_denominator
 from trainer.parallelize import prepare_model
 from trainer.preemption import StopRequest, stop_file_for
+from trainer.progress import Console
 from trainer.resume import ResumeDecision, resolve_resume
 from trainer.run_dir import write_run_files
+from trainer.sampling import sample_texts
 from trainer.schedule import apply_lr
 
 
@@ -97,6 +101,22 @@ class Trainer:
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.optimizer_steps = int(state.get("optimizer_steps", self.step - self.skipped_steps))
         log(f"resumed from {decision.path} at step {self.step}")
+
+    def load_initial_weights(self, resume: ResumeDecision, log) -> str:
+        """Load trainer.init_from's weights when there is no checkpoint to resume (for eval_only, the
+        resumed checkpoint's weights alone); returns the banner's start line."""
+        source, start = plan_start(self.cfg, resume, deep=self.cfg.trainer.verify_tensors_on_resume, log=log)
+        if source is not None:
+            load_weights(source, self.model)
+        return start
+
+    def evaluate_only(self, start: str, log) -> dict[str, Any]:
+        """trainer.eval_only: the val loss of the loaded weights, printed; nothing is written."""
+        log(f"eval only: {start}")
+        val_loss = self.evaluate()
+        tokens = self.cfg.trainer.eval_batches * self.tokens_per_step
+        log(f"val_loss {val_loss:.4f} ({self.cfg.trainer.eval_batches} batches, {tokens:,} tokens of the val split)")
+        return {"step": self.step, "val_loss": val_loss, "eval_only": True}
 
     def save(self) -> Path:
         return ckpt.save_checkpoint(
@@ -174,19 +194,25 @@ class Trainer:
     # ------------------------------------------------------------------------------------- run
     def fit(self) -> dict[str, Any]:
         t, ctx = self.cfg.trainer, self.ctx
-        say = print if ctx.is_main else (lambda _: None)
+        console = Console(enabled=ctx.is_main)  # stdout, and train.log once the run directory is written
         # Everything that can refuse this start runs before the run directory is touched; with
         # trainer.verify_tensors_on_resume the tensor files' CRCs too (a same-size corruption loads silently).
-        resume = resolve_resume(self.cfg, self.run_dir, deep=t.verify_tensors_on_resume, ctx=ctx, log=say)
+        resume = resolve_resume(self.cfg, self.run_dir, deep=t.verify_tensors_on_resume, ctx=ctx, log=console)
+        start = self.load_initial_weights(resume, console)
+        if t.eval_only:
+            return self.evaluate_only(start, console)
         if ctx.is_main:
             write_run_files(self.run_dir, resolved_yaml(self.cfg), self.overrides)
-        logger = MetricsLogger(self.run_dir, self.cfg.logging, self.cfg.resolved, t.max_steps, 0, ctx.is_main)
+        console.open(self.run_dir)
+        mfu = f"{self.peak_tflops:.3f} TFLOP/s per rank ({self.peak_source})" if self.peak_tflops else self.peak_source
+        for line in describe_run(self.cfg, self.run_dir, start=start, mfu=mfu):
+            console(line)
+        logger = MetricsLogger(self.run_dir, self.cfg.logging, self.cfg.resolved, t.max_steps, 0, ctx.is_main,
+                               console=console)
         self.resume_from(resume, logger.write)
         # rows past the resumed step (0 for a fresh start) came from a lost attempt: they will be redone
         logger.rewind(self.step)
-        logger.advance(self.step)
-        if self.peak_tflops is not None:
-            logger.write(f"MFU denominator: {self.peak_tflops:.3f} TFLOP/s per rank ({self.peak_source})")
+        logger.start_at(self.step)
         stop = StopRequest(stop_file_for(self.run_dir)).install()  # preemption: signal or STOP file
         try:
             if self.step == 0:  # val loss at initialization: every curve starts at the same point
@@ -194,6 +220,7 @@ class Trainer:
             stopped = self._train_until(t.max_steps, logger, stop)
         finally:
             logger.close()  # before uninstall: a handed-over handler (submitit's) may exit the process
+            console.close()
             stop.uninstall()
         if stopped is not None:
             return {"step": self.step, "val_loss": None, "stopped": stopped}
@@ -228,6 +255,8 @@ class Trainer:
                 window_start, window_tokens = time.perf_counter(), 0
             if (eval_every > 0 and self.step % eval_every == 0) or last:
                 self._log_eval(logger)
+            if t.sample_every > 0 and self.step % t.sample_every == 0:
+                self._log_sample(logger)
             saved = (ckpt_every > 0 and self.step % ckpt_every == 0) or last
             if saved:
                 self.checkpoint(logger.write)
@@ -243,6 +272,14 @@ class Trainer:
         self.val_loss = self.evaluate()
         logger.log({"step": self.step, "tokens": self.step * self.tokens_per_step, "val_loss": self.val_loss})
         logger.write(f"step {self.step}: val_loss {self.val_loss:.4f}")
+
+    def _log_sample(self, logger: MetricsLogger) -> None:
+        """trainer.sample_every: a text sample (every rank generates: FSDP2 gathers; rank 0 logs)."""
+        t = self.cfg.trainer
+        with self.autocast:
+            text = sample_texts(self.model, t.sample_prompt, t.sample_tokens, seed=self.cfg.seed, device=self.device)[0]
+        logger.write(f"step {self.step}: sample\n" + "\n".join(f"  | {line}" for line in text.splitlines()))
+        logger.log_text(self.step, "sample", text)
 
     def _finish(self) -> dict[str, Any]:
         t, ctx = self.cfg.trainer, self.ctx

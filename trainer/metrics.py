@@ -1,4 +1,5 @@
-"""Metrics sinks (rank 0 only): a JSONL file in the run directory, a progress bar, and wandb; the
+"""Metrics sinks (rank 0 only): a JSONL file in the run directory, the progress bar or lines
+(trainer/progress.py), and wandb; the
 ``logging`` keys of the config (``LoggingConfig``, ``WandbConfig``) live here, beside their consumer.
 
 wandb's API key comes only from the environment (WANDB_API_KEY); it is never part of the config, so
@@ -21,9 +22,8 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from optim.hparams import check_in
+from trainer.progress import Console, Progress
 
 WANDB_MODES = ("online", "offline", "disabled")
 METRICS_FILE = "metrics.jsonl"
@@ -51,18 +51,19 @@ class LoggingConfig:
 
 class MetricsLogger:
     def __init__(self, run_dir: Path, logging_cfg: LoggingConfig, config_dict: dict, total_steps: int,
-                 start_step: int, enabled: bool = True) -> None:
+                 start_step: int, enabled: bool = True, console: Console | None = None) -> None:
         self.enabled = enabled
         self.path = Path(run_dir) / METRICS_FILE
         self.wandb_run = None
-        self.bar = None
+        self.console = console if console is not None else Console(enabled)
+        self.progress = None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.console.open(self.path.parent)  # no-op for the trainer's console, opened already
         drop_partial_last_line(self.path)
         self.file = open(self.path, "a")
-        self.bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True,
-                        disable=not logging_cfg.progress_bar)
+        self.progress = Progress(self.console, total_steps, start_step, bar=logging_cfg.progress_bar)
         mode = logging_cfg.wandb.mode  # checked by trainer.config
         if mode != "disabled":
             import wandb
@@ -84,9 +85,16 @@ class MetricsLogger:
         self.file.flush()
         if self.wandb_run is not None:
             self.wandb_run.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
-        if self.bar is not None:
-            shown = {k: f"{row[k]:.4g}" for k in ("loss", "val_loss", "lr") if k in row}
-            self.bar.set_postfix(shown, refresh=False)
+        self.progress.report(row)
+
+    def log_text(self, step: int, key: str, text: str) -> None:
+        """A text (a generated sample) in wandb, preformatted, at ``step``; the console has it already."""
+        if self.wandb_run is not None:
+            import html
+
+            import wandb
+
+            self.wandb_run.log({key: wandb.Html(f"<pre>{html.escape(text)}</pre>")}, step=step)
 
     def rewind(self, step: int) -> int:
         """Keep only rows with ``step <= step`` (call after resuming from that step); the rows removed
@@ -98,19 +106,22 @@ class MetricsLogger:
         self.file = open(self.path, "a")
         return removed
 
+    def start_at(self, step: int) -> None:
+        """Progress counts from ``step`` (the step resumed from)."""
+        if self.progress is not None:
+            self.progress.start_at(step)
+
     def advance(self, n: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
+        if self.progress is not None:
+            self.progress.advance(n)
 
     def write(self, message: str) -> None:
-        if self.enabled:
-            tqdm.write(message)
+        self.console.write(message)
 
     def close(self) -> None:
         if not self.enabled:
             return
-        if self.bar is not None:
-            self.bar.close()
+        self.progress.close()
         self.file.close()
         if self.wandb_run is not None:
             self.wandb_run.finish()

@@ -45,17 +45,17 @@ from trainer.distributed import DistContext
 MODEL_PREFIX = "model."
 
 
-def resolve_checkpoint(path: str | Path, log=print) -> VerifiedCheckpoint:
-    """The checkpoint named by ``path``, verified with its tensor files' CRCs (a one-off read): a
-    checkpoint itself (has MANIFEST.json), a run directory (newest complete checkpoint under
+def resolve_checkpoint(path: str | Path, log=print, deep: bool = True) -> VerifiedCheckpoint:
+    """The checkpoint named by ``path``, verified (``deep``: with its tensor files' CRCs, a one-off
+    read): a checkpoint itself (has MANIFEST.json), a run directory (newest complete checkpoint under
     ``<path>/checkpoints``), or a checkpoints folder."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path} does not exist (expected a checkpoint or run directory)")
     if (path / MANIFEST).is_file():
-        return verify_checkpoint(path, deep=True)
+        return verify_checkpoint(path, deep=deep)
     for root in (path / "checkpoints", path):
-        found = find_resumable(root, log=log, deep=True)
+        found = find_resumable(root, log=log, deep=deep)
         if found is not None:
             return found
     raise CheckpointError(

@@ -24,8 +24,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -52,6 +54,19 @@ ABANDONED_PREFIX = "abandoned_"
 
 def step_dir_name(step: int) -> str:
     return f"step_{step:08d}"
+
+
+# DCP warns at every save and load without a process group that it "assumes the intent" to work in a
+# single process: that is the intent of a one-process run. Only this warning is silenced.
+SINGLE_PROCESS_NOTICE = (r"torch\.distributed is disabled, unavailable or uninitialized, assuming the intent is to "
+                         r"(save|load) in a single process")
+
+
+@contextmanager
+def single_process_notice_ignored() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=SINGLE_PROCESS_NOTICE, category=UserWarning)
+        yield
 
 
 # ------------------------------------------------------------------------------------ files
@@ -109,7 +124,8 @@ def save_checkpoint(
         tmp.mkdir()
     ctx.barrier()
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
+    with single_process_notice_ignored():
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
     torch.save(_rng_state(), tmp / f"rng_rank{ctx.rank}.pt")
     tensor_crcs = _own_tensor_file_crcs(tmp, ctx)
     ctx.barrier()
@@ -194,7 +210,8 @@ def load_checkpoint(
     model_sd, optim_sd = get_state_dict(model, optimizer)
     to_load = {"model": model_sd, "optim": optim_sd}
     try:
-        dcp.load(to_load, storage_reader=SafeFileSystemReader(path), planner=SafeLoadPlanner())
+        with single_process_notice_ignored():
+            dcp.load(to_load, storage_reader=SafeFileSystemReader(path), planner=SafeLoadPlanner())
     # DCP raises assorted errors for missing keys or corrupt files, and wraps them per rank in a
     # CheckpointException, which derives from BaseException (not Exception)
     except (Exception, CheckpointException) as err:
