@@ -4,6 +4,7 @@
                              table (model.param_roles())
     param_groups             one group per role, with the role's lr and weight decay
     registry row             plain AdamW, or OrthogonalizedOptimizer(rule(hparams), distribution)
+    role rules               the embedding group's rule when it is not AdamW (optim.role_rules)
     matrix_transform         the configured Newton-Schulz, resolved once, handed to the rule
                              (rule.transform), then split as configured (optim.orthogonalize.split)
     distribution             that transform on the device mesh (optim.orthogonalize.from_mesh)
@@ -24,6 +25,7 @@ from optim.orthogonalize.split import SplitRows
 from optim.orthogonalize.transform import MatrixTransform
 from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
 from optim.registry import registry_entry
+from optim.role_rules import embedding_role_rules, output_head_names
 from optim.routing import ROLES, RoutingTable, route_parameters, routing_of
 from optim.rules.base import MatrixRule
 
@@ -34,8 +36,10 @@ def param_groups(model: nn.Module, config: OptimConfig, routing: RoutingTable | 
 
     Groups carry ``role`` and ``param_names`` so optimizers, diagnostics and checkpoints can tell
     them apart. ``optim.routing=ndim`` moves the embeddings (and the tied head) into the matrix group,
-    as the BeyondMuon code routes them; that group then says so (``"embeddings": True``).
+    as the BeyondMuon code routes them; that group then says so (``"embeddings": True``). The
+    embedding group lists which of its parameters are the output head (``head_names``; the tied wte).
     """
+    routing = routing or routing_of(model)
     routed = route_parameters(model, routing)
     ndim_routing = config.routing == "ndim" and bool(routed["embedding"])
     if ndim_routing:
@@ -52,6 +56,8 @@ def param_groups(model: nn.Module, config: OptimConfig, routing: RoutingTable | 
         )
         if role == "matrix" and ndim_routing:
             groups[-1]["embeddings"] = True
+        if role == "embedding":
+            groups[-1]["head_names"] = sorted(output_head_names(model, routing.canonical_name) & set(names))
     return groups
 
 
@@ -78,9 +84,11 @@ def build_from_groups(
     device = groups[0]["params"][0].device if groups else torch.device("cpu")
     rule = entry.rule(config.rule)
     transform = matrix_transform(rule, config.orthogonalize, device, n_head)
+    embedding = config.groups["embedding"]
+    role_rules = embedding_role_rules(embedding.rule, embedding.rownorm)
     return OrthogonalizedOptimizer(
         groups, rule, adamw=config.adamw, distribution=build_distribution(config.orthogonalize, device, transform, mesh),
-        routing=routing,
+        routing=routing, role_rules={"embedding": role_rules} if role_rules else None,
     )
 
 

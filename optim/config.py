@@ -2,7 +2,8 @@
 
     optim.name             a name of the registry (optim.registry.OPTIMIZERS)
     optim.matrix           lr, weight_decay + the rule's hyper-parameters (its HParams class)
-    optim.embedding        lr, weight_decay (AdamW: wte, wpe, the tied head)
+    optim.embedding        lr, weight_decay, rule (adamw | rownorm: optim/role_rules.py) and the
+                           rule's keys (wte, wpe, the tied head)
     optim.vector           lr, weight_decay (AdamW: biases, LayerNorm)
     optim.adamw            betas, eps (AdamW, for every group it steps)
     optim.orthogonalize    method, steps, schedule, coefficients, split, compute_dtype, distributed,
@@ -29,6 +30,7 @@ from optim.adamw import AdamWHParams
 from optim.hparams import check_in, check_nonnegative, check_positive, from_mapping
 from optim.orthogonalize.config import OrthogonalizeConfig
 from optim.registry import registry_entry
+from optim.role_rules import ROLE_RULES, EmbeddingRowNorm
 from optim.rules.base import RuleHParams
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -43,6 +45,14 @@ class GroupHParams:
 
     lr: float
     weight_decay: float
+
+
+@dataclass(frozen=True)
+class EmbeddingGroupHParams(GroupHParams):
+    """The embedding group's lr and decay, and the rule that steps it (optim/role_rules.py)."""
+
+    rule: str  # adamw | rownorm
+    rownorm: EmbeddingRowNorm
 
 
 @dataclass(frozen=True)
@@ -70,13 +80,15 @@ def optim_config(node: Mapping[str, Any]) -> OptimConfig:
     matrix = dict(node["matrix"])
     groups = {
         "matrix": from_mapping(GroupHParams, {k: matrix.pop(k) for k in GROUP_KEYS if k in matrix}, "optim.matrix"),
-        "embedding": from_mapping(GroupHParams, node["embedding"], "optim.embedding"),
+        "embedding": from_mapping(EmbeddingGroupHParams, node["embedding"], "optim.embedding"),
         "vector": from_mapping(GroupHParams, node["vector"], "optim.vector"),
     }
     for role, group in groups.items():
         check_positive(f"optim.{role}.lr", group.lr)
         check_nonnegative(f"optim.{role}.weight_decay", group.weight_decay)
     adamw = from_mapping(AdamWHParams, node["adamw"], "optim.adamw")
+    routing = check_in("optim.routing", node["routing"], ROUTINGS)
+    _check_embedding_rule(groups["embedding"].rule, name, entry.rule is not None, routing)
     # a recipe spanning optimizers sets a rule key to null where that rule has no such key
     rule_keys = {f.name for f in dataclasses.fields(entry.hparams)} if entry.hparams else set()
     matrix = {k: v for k, v in matrix.items() if v is not None or k in rule_keys}
@@ -86,13 +98,24 @@ def optim_config(node: Mapping[str, Any]) -> OptimConfig:
     if entry.rule is None:
         if matrix:
             raise ValueError(f"optim.matrix.{sorted(matrix)[0]} is not a key of '{name}' (it takes lr, weight_decay)")
-        return OptimConfig(name=name, groups=groups, adamw=adamw, rule=None, orthogonalize=None,
-                           routing=check_in("optim.routing", node["routing"], ROUTINGS))
+        return OptimConfig(name=name, groups=groups, adamw=adamw, rule=None, orthogonalize=None, routing=routing)
     rule_hparams = from_mapping(entry.hparams, matrix, "optim.matrix")
     rule_hparams.validate()
     orthogonalize = from_mapping(OrthogonalizeConfig, node["orthogonalize"], "optim.orthogonalize")
     return OptimConfig(name=name, groups=groups, adamw=adamw, rule=rule_hparams, orthogonalize=orthogonalize,
-                       routing=check_in("optim.routing", node["routing"], ROUTINGS))
+                       routing=routing)
+
+
+def _check_embedding_rule(rule: str, name: str, has_matrix_rule: bool, routing: str) -> None:
+    check_in("optim.embedding.rule", rule, ROLE_RULES)
+    if rule == "adamw":
+        return
+    if not has_matrix_rule:
+        raise ValueError(f"optim.embedding.rule={rule} needs a matrix optimizer (e.g. optim=muon); "
+                         f"optim={name} steps every group with AdamW")
+    if routing == "ndim":
+        raise ValueError(f"optim.embedding.rule={rule} has no embeddings to step under optim.routing=ndim "
+                         f"(they join the matrix group); use optim.routing=roles")
 
 
 def compose_optim_node(name: str, overrides: Sequence[str] = ()):

@@ -2,14 +2,16 @@
 
 Takes the routed groups of ``optim.build.param_groups`` (keys params, param_names, role, lr,
 weight_decay). Role "matrix" takes the ``MatrixRule``; roles "embedding" and "vector" take AdamW
-(torch's functional AdamW, foreach / fused) with the group's lr and weight decay.
+(torch's functional AdamW, foreach / fused) with the group's lr and weight decay, unless the role has a
+role rule (``role_rules``, optim/role_rules.py: RowNormM on the embeddings).
 
 step():
     1. rule.before_orthogonalize on every matrix        -> transform inputs U (local row blocks), carries
     2. orthogonalizer.orthogonalize_all(U blocks, full shapes)   (all matrices at once; the rule's
        whole-matrix transform: Newton-Schulz, a spectral power; skipped for rules without one, AuON)
     3. rule.after_orthogonalize on every matrix          -> scaling, weight decay, update, stats
-    4. AdamW on the other groups
+    4. role rules: both phases per parameter (no transform; row-spanning statistics via reduce_sum)
+    5. AdamW on the other groups
 
 Distribution (``MatrixDistribution`` of optim.orthogonalize.from_mesh; default: one process):
     orthogonalizer  see optim.orthogonalize.orthogonalizer (protocol ``orthogonalize_all``)
@@ -33,6 +35,7 @@ import torch
 from optim.adamw import AdamWHParams, adamw_direction, adamw_step_
 from optim.dtensor import local
 from optim.orthogonalize.from_mesh import MatrixDistribution
+from optim.role_rules import RoleRules
 from optim.routing import RoutingError, RoutingTable
 from optim.rules.base import MatrixContext, MatrixRule, MatrixStats
 
@@ -48,14 +51,23 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
         adamw: AdamWHParams | None = None,
         distribution: MatrixDistribution | None = None,
         routing: RoutingTable | None = None,
+        role_rules: dict[str, RoleRules] | None = None,
     ):
         """``adamw``: betas and eps for the embedding / vector groups (needed only if there are any);
         ``distribution``: how matrices reach their other row shards (default: one process);
         ``routing``: the model's routing table; with it, a matrix-group parameter the table routes
-        elsewhere is an error (without it, hand-built groups get the shape check only)."""
+        elsewhere is an error (without it, hand-built groups get the shape check only);
+        ``role_rules``: role -> the rules that step that role's group instead of AdamW (its head
+        parameters, the group's ``head_names``, take ``head_rule``)."""
         super().__init__(param_groups, defaults={})
         self.rule = rule
-        if adamw is None and any(g.get("role") in ADAMW_ROLES for g in self.param_groups):
+        self.role_rules = dict(role_rules or {})
+        # kept here, not read from the groups at step time: load_state_dict replaces the group dicts
+        self.head_names = {n for g in self.param_groups for n in g.get("head_names", ())}
+        if any(r.rule.uses_transform or r.head_rule.uses_transform for r in self.role_rules.values()):
+            raise ValueError("a role rule runs without the whole-matrix transform (uses_transform must be False)")
+        if adamw is None and any(g.get("role") in ADAMW_ROLES and g.get("role") not in self.role_rules
+                                 for g in self.param_groups):
             raise ValueError("OrthogonalizedOptimizer: embedding/vector groups need adamw=AdamWHParams(betas, eps, impl)")
         self.adamw_betas = tuple(adamw.betas) if adamw else None
         self.adamw_eps = float(adamw.eps) if adamw else None
@@ -73,6 +85,7 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
         self._check_groups(routing)
         self._init_state()
         self._last_stats: list[tuple[int, MatrixStats]] = []  # (group index, stats)
+        self._last_role_stats: list[tuple[int, MatrixStats]] = []
         self._last_lr: dict[int, float] = {}
 
     # ---- construction -------------------------------------------------------------------------
@@ -83,6 +96,11 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
                 raise ValueError(f"param group role must be matrix, embedding or vector; got {role!r}")
             names = group.get("param_names") or [f"<unnamed {i}>" for i in range(len(group["params"]))]
             group["param_names"] = list(names)
+            if role in self.role_rules:
+                for name, p in zip(names, group["params"]):
+                    if p.ndim != 2:
+                        raise RoutingError(f"parameter '{name}' (shape {tuple(p.shape)}) is in the {role} group, "
+                                           f"whose rule takes 2-D parameters only")
             if role != "matrix":
                 continue
             for name, p in zip(names, group["params"]):
@@ -104,13 +122,15 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
 
     def _init_state(self) -> None:
         for group in self.param_groups:
-            for p in group["params"]:
+            for name, p in zip(group["param_names"], group["params"]):
                 state = self.state[p]
                 if state:
                     continue
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)  # CPU, like torch's AdamW
                 if group["role"] == "matrix":
                     state.update(self.rule.init_state(p))
+                elif group["role"] in self.role_rules:
+                    state.update(self.role_rules[group["role"]].of(name, self.head_names).init_state(p))
                 else:
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -123,8 +143,17 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self._step_matrices()
+        self._step_role_rules()
         self._step_adamw()
         return loss
+
+    def _context(self, p: torch.Tensor, group: dict[str, Any]) -> MatrixContext:
+        """Counts the step of ``p`` and returns its context."""
+        state = self.state[p]
+        state["step"] += 1
+        return MatrixContext(full_shape=(p.shape[0], p.shape[1]), lr=float(group["lr"]),
+                             weight_decay=float(group["weight_decay"]), step=int(state["step"].item()),
+                             reduce_sum=self.reduce_sum)
 
     def _step_matrices(self) -> None:
         work = []  # (group index, local param, local state, carry, ctx)
@@ -136,16 +165,8 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                state["step"] += 1
-                ctx = MatrixContext(
-                    full_shape=(p.shape[0], p.shape[1]),
-                    lr=float(group["lr"]),
-                    weight_decay=float(group["weight_decay"]),
-                    step=int(state["step"].item()),
-                    reduce_sum=self.reduce_sum,
-                )
-                local_state = {k: local(v) for k, v in state.items() if k != "step"}
+                ctx = self._context(p, group)
+                local_state = {k: local(v) for k, v in self.state[p].items() if k != "step"}
                 ns_input, carry = self.rule.before_orthogonalize(local_state, local(p.grad), ctx)
                 blocks.append(ns_input)
                 shapes.append(ctx.full_shape)
@@ -158,12 +179,30 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
             for (gi, param, state, carry, ctx), ortho in zip(work, orthos)
         ]
 
+    def _step_role_rules(self) -> None:
+        """Both phases of the role's rule on each parameter of its group, one after the other (every
+        rank walks the same parameters in the same order: the rule's reductions are collectives)."""
+        stats = []
+        for gi, group in enumerate(self.param_groups):
+            rules = self.role_rules.get(group["role"])
+            if rules is None:
+                continue
+            self._last_lr[gi] = float(group["lr"])
+            for name, p in zip(group["param_names"], group["params"]):
+                if p.grad is None:
+                    continue
+                rule, ctx = rules.of(name, self.head_names), self._context(p, group)
+                local_state = {k: local(v) for k, v in self.state[p].items() if k != "step"}
+                direction, carry = rule.before_orthogonalize(local_state, local(p.grad), ctx)
+                stats.append((gi, rule.after_orthogonalize(local_state, local(p), direction, carry, ctx)))
+        self._last_role_stats = stats
+
     def _step_adamw(self) -> None:
         if self.adamw_betas is None:  # matrix groups only
             return
         beta1, beta2 = self.adamw_betas
         for gi, group in enumerate(self.param_groups):
-            if group["role"] == "matrix":
+            if group["role"] == "matrix" or group["role"] in self.role_rules:
                 continue
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -182,10 +221,10 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
         The update RMS excludes weight decay; for AdamW groups it is recomputed from the moments.
         """
         sq: dict[int, torch.Tensor] = {}
-        for gi, stats in self._last_stats:
+        for gi, stats in [*self._last_stats, *self._last_role_stats]:
             sq[gi] = sq.get(gi, 0.0) + stats.update_sq.float()
         for gi, group in enumerate(self.param_groups):
-            if group["role"] == "matrix" or gi not in self._last_lr:
+            if group["role"] == "matrix" or group["role"] in self.role_rules or gi not in self._last_lr:
                 continue
             beta1, beta2 = self.adamw_betas  # an AdamW group exists, so adamw was given
             total = torch.zeros((), dtype=torch.float32)

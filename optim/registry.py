@@ -18,6 +18,8 @@ from optim.rules.muon import MuonRule
 from optim.rules.namo import NAMOHParams, NAMORule
 from optim.rules.namo_d import NAMODHParams, NAMODRule
 from optim.rules.normuon import NorMuonHParams, NorMuonRule
+from optim.rules.root import ROOTHParams, ROOTRule
+from optim.rules.rownorm import RowNormHParams, RowNormRule
 from optim.rules.spectral import SpectralAdamHParams, SpectralAdamRule, SpectralMomentumHParams, SpectralMomentumRule
 
 
@@ -37,6 +39,8 @@ OPTIMIZERS: dict[str, RegistryEntry] = {
     "spectral_msgd": RegistryEntry(rule=SpectralMomentumRule, hparams=SpectralMomentumHParams),  # arXiv 2602.04669
     "spectral_adam": RegistryEntry(rule=SpectralAdamRule, hparams=SpectralAdamHParams),  # arXiv 2602.04669
     "auon":    RegistryEntry(rule=AuONRule,    hparams=AuONHParams),     # arXiv 2509.24320
+    "root":    RegistryEntry(rule=ROOTRule,    hparams=ROOTHParams),     # arXiv 2511.20626
+    "rownorm": RegistryEntry(rule=RowNormRule, hparams=RowNormHParams),  # arXiv 2605.18106
 }
 
 

@@ -31,14 +31,18 @@ from trainer.parallelize import shard_units
 REGISTERED = tuple(REGISTRY)
 
 # named variants ("<name>+<variant>": the optim.matrix keys in VARIANTS below)
-NAMED_VARIANTS = ("spectral_msgd+p0", "spectral_adam+p0.25", "auon+hybrid", "auon+paper2025")
+NAMED_VARIANTS = ("spectral_msgd+p0", "spectral_adam+p0.25", "auon+hybrid", "auon+paper2025", "rownorm+col",
+                  "muon+rownorm_head")
 # every registered optimizer, plus the named variants: a new registry row is in the equality tests
 OPTIMIZERS = (*REGISTERED, *NAMED_VARIANTS)
 # p0: 5 quintic steps, not the authors' 15: 15 steps of the non-convergent quintic amplify rounding
 # (~1e-7) to ~1e-2 after 3 steps even in ONE process when only the summation order changes
 VARIANTS = {"p0": {"power": 0.0, "lr": 0.007, "orthogonalize.steps": 5}, "p0.25": {"power": 0.25, "lr": 0.02},  # the authors' lr per p
             "hybrid": {"variant": "hybrid"},
-            "paper2025": {"variant": "paper2025", "gamma": 1.0}}
+            "paper2025": {"variant": "paper2025", "gamma": 1.0},
+            # RowNormM's reductions: column norms (col), the centered head's mean (the embedding role rule)
+            "col": {"orientation": "col", "embedding.rownorm.orientation": "col"},
+            "rownorm_head": {"embedding.rule": "rownorm", "embedding.rownorm.center_head": True, "embedding.lr": 0.05}}
 # bias=False: the key bias of attention gets an exactly-zero gradient in exact arithmetic (softmax is
 # shift invariant), so in floating point it is pure rounding noise that AdamW's g / (|g| + eps) turns
 # into O(lr) steps of arbitrary sign: ill-conditioned in ANY split of the batch, not a sharding error.
@@ -206,13 +210,15 @@ MATRIX_OPTIMIZERS = (*(n for n in REGISTERED if uses_transform(n)),
                      *(v for v in NAMED_VARIANTS if uses_transform(v) and not uses_transform(v.partition("+")[0])))
 MODES = ("sharded", "replicated", "row_shards", "auto_rows")  # auto on these tiny matrices = sharded (asserted)
 ALL_OPTIMIZERS_W2 = [(kind, name) for name in OPTIMIZERS for kind in ("gpt", "mlp")]
-NO_REDUCE = [("gpt", name, "no_reduce") for name in ("namo", "auon", "auon+hybrid")]
+NO_REDUCE = [("gpt", name, "no_reduce") for name in ("namo", "auon", "auon+hybrid", "rownorm+col", "muon+rownorm_head")]
 W4_FAMILY = [(kind, name, mode) for name in ("muon", "namo_d", "spectral_adam", "auon+hybrid") for kind in ("gpt", "mlp")
              for mode in ("sharded", "replicated", "hsdp")]
 BF16_COMM = ("gpt", "muon", "bf16_comm")
 SPLIT_VARIANTS = [("gpt", name, variant) for name in ("muon", "namo_d", "spectral_msgd+p0")
                   for variant in ("qkv", "heads", "polar_express", "gram")]
 OVERLAP = [("gpt", name, v) for name in ("muon", "normuon") for v in ("overlap", "serial")]
+# the rules without a transform whose reductions matter (RowNormM's), at W = 4 (some ranks hold 3 rows)
+W4_ROWNORM = [("gpt", name, mode) for name in ("rownorm", "rownorm+col", "muon+rownorm_head") for mode in ("sharded", "hsdp")]
 
 
 def mode_cases() -> list[tuple]:
@@ -222,7 +228,7 @@ def mode_cases() -> list[tuple]:
 
 CASES_BY_WORLD_SIZE = {
     2: [*ALL_OPTIMIZERS_W2, *NO_REDUCE, *mode_cases()],
-    4: [*W4_FAMILY, BF16_COMM, *mode_cases(), *OVERLAP, *SPLIT_VARIANTS],
+    4: [*W4_FAMILY, BF16_COMM, *mode_cases(), *OVERLAP, *SPLIT_VARIANTS, *W4_ROWNORM],
 }
 
 

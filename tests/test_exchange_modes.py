@@ -39,6 +39,7 @@ def test_every_mode_and_matrix_optimizer_equals_one_process(world_size):
     # the column re-shard); the spectral powers cannot (their transform needs whole matrices)
     assert set(ranks[0][("gpt", "muon", "row_shards")][1]["modes"]) == {"row_shards"}
     assert set(ranks[0][("gpt", "spectral_adam", "row_shards")][1]["modes"]) == {"owner"}
+    assert set(ranks[0][("gpt", "root", "row_shards")][1]["modes"]) == {"owner"}  # its quantile: whole matrices
     assert "row_shards" in ranks[0][("gpt", "muon", "auto_rows")][1]["modes"]
     assert set(ranks[0][("gpt", "muon", "auto")][1]["modes"]) == {"owner"}  # tiny matrices: latency wins
 

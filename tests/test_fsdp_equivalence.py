@@ -15,7 +15,8 @@ import torch
 from optim.orthogonalize.exchange import assign_owners, flops_per_rank
 from optim.registry import OPTIMIZERS as REGISTRY
 from tests.rank_equality import (ALL_OPTIMIZERS_W2, BF16_COMM, CASES_BY_WORLD_SIZE, MATRIX_OPTIMIZERS, MODES,
-                                 NAMED_VARIANTS, NO_REDUCE, W4_FAMILY, check_equal, moved, ranks_at, reference)
+                                 NAMED_VARIANTS, NO_REDUCE, W4_FAMILY, W4_ROWNORM, check_equal, moved, ranks_at,
+                                 reference)
 
 
 def test_registry_and_named_variants_are_all_in_the_equality_cases():
@@ -56,9 +57,18 @@ def test_muon_and_namo_d_match_one_process_at_w4_sharded_replicated_and_hsdp():
 
 
 @pytest.mark.distributed
+def test_rownorm_rules_match_one_process_at_w4():
+    """RowNormM on matrices (row; col: the column norms all-reduced) and as the embedding group's rule
+    beside Muon (the tied head centered: its mean all-reduced), flat and HSDP meshes."""
+    ranks = ranks_at(4)
+    for case in W4_ROWNORM:
+        check_equal(case, reference(*case[:2]), ranks)
+
+
+@pytest.mark.distributed
 def test_removing_a_row_spanning_reduction_breaks_the_equality():
-    """The equality above is not vacuous: without the all-reduce of NAMO's norms or AuON's two
-    scalars, two ranks compute something else."""
+    """The equality above is not vacuous: without the all-reduce of NAMO's norms, AuON's two scalars,
+    RowNormM's column norms or the centered head's mean, two ranks compute something else."""
     ranks = ranks_at(2)
     for case in NO_REDUCE:
         with pytest.raises(AssertionError, match="differs by"):

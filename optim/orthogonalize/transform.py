@@ -7,8 +7,14 @@ ranks are balanced:
     __call__(stack) -> stack            the transform of every matrix of the stack
     flops(rows, cols) -> int            multiply-add FLOPs (2 per MAC) of one rows x cols matrix
 
-and may run on the row shards FSDP2 holds (optim.orthogonalize.row_shards). That ability is declared
-here with the answer of a transform that lacks it, so callers ask every transform alike:
+Unless it declares row shards, a transform sees whole matrices: in one process, or on the owner rank
+that gathered them. Work that needs the whole matrix and is no sum over row blocks (an order statistic:
+ROOT's quantile clip; a choice keyed on the full shape: ROOT's coefficient table, optim/rules/root.py)
+belongs inside the transform, where ``stack.shape[-2:]`` is the full shape (a split's block under
+``optim.orthogonalize.split``). Such a transform keeps ``supports_row_shards`` False.
+
+A transform may run on the row shards FSDP2 holds (optim.orthogonalize.row_shards). That ability is
+declared here with the answer of a transform that lacks it, so callers ask every transform alike:
 
     supports_row_shards(rows, cols)     False: the matrix goes to an owner rank whole
     row_sharded(block, shards)          the transform of a stack of row blocks (``shards``: RowShards)

@@ -5,4 +5,6 @@
     adago     AdaGO         normuon   NorMuon
     spectral  spectral_msgd, spectral_adam (U S^p V^T of momentum / of Adam's update)
     auon      AuON (default, hybrid, paper2025)
+    root      ROOT (quantile-clipped momentum, then Newton-Schulz)
+    rownorm   RowNormM (row-normalized momentum; also the embedding group's rule)
 """
