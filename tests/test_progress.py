@@ -37,6 +37,7 @@ def test_eta_counts_from_the_step_this_launch_started_at(monkeypatch):
 def test_bar_postfix_keeps_the_loss_and_shows_tokens_per_second(capsys):
     console = Console()
     p = Progress(console, total_steps=10, start_step=0, bar=True)
+    p.report({"step": 0, "tokens": 0, "val_loss": 10.5})  # the eval at initialization comes first
     p.report({"step": 2, "tokens": 64, "loss": 9.5, "lr": 1e-3, "tokens_per_s": 2500.0})
     p.report({"step": 2, "tokens": 64, "val_loss": 9.75})  # an eval row does not hide the train loss
     assert p.bar.postfix == "loss=9.5000, lr=1.00e-03, tok/s=2.5k, val_loss=9.7500"

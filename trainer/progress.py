@@ -142,8 +142,9 @@ class Progress:
                 self.postfix[key] = shown.format(row[key])
         if row.get("tokens_per_s") is not None:
             self.postfix["tok/s"] = format_rate(row["tokens_per_s"]).removesuffix(" tok/s")
-        if self.bar is not None:
-            self.bar.set_postfix(self.postfix, refresh=False)
+        if self.bar is not None:  # in a fixed order: the train values first, whichever row came first
+            order = ("loss", "lr", "tok/s", "val_loss")
+            self.bar.set_postfix({k: self.postfix[k] for k in order if k in self.postfix}, refresh=False)
         if row.get("loss") is not None:  # a train row (eval rows are said by the loop)
             line = progress_line(row, self.total_steps, self.eta_s(int(row["step"])))
             self.console.write(line, stdout=self.bar is None)
