@@ -38,6 +38,7 @@ class TokenLoader:
         self.seq_len, self.micro_batch_size = int(seq_len), int(micro_batch_size)
         self.rank, self.world_size = int(rank), int(world_size)
         self.seed, self.shuffle = int(seed), bool(shuffle)
+        self.vocab_size = vocab_size
 
         self.shards = []
         for p in self.paths:
@@ -87,16 +88,31 @@ class TokenLoader:
                 self.epoch, self.cursor = self.epoch + 1, 0
         return np.concatenate(out)
 
+    def _shard_of(self, wid: int) -> int:
+        return int(np.searchsorted(self._first_window, wid, side="right")) - 1
+
     def _window(self, wid: int) -> np.ndarray:
-        shard = int(np.searchsorted(self._first_window, wid, side="right")) - 1
+        shard = self._shard_of(wid)
         start = (wid - int(self._first_window[shard])) * self.seq_len
         return self.shards[shard][start:start + self.seq_len + 1]
+
+    def _check_vocabulary(self, batch: np.ndarray, windows: np.ndarray) -> None:
+        """Token ids past the vocabulary (a shard corrupted after its header was written) would index
+        past the embedding: name the shard instead. A max over the batch: negligible next to a step."""
+        if self.vocab_size is None or not batch.size or int(batch.max()) < self.vocab_size:
+            return
+        row = int(np.argmax(batch.max(axis=1) >= self.vocab_size))
+        path = self.paths[self._shard_of(int(windows[row]))]
+        raise ShardError(f"token shard {path} holds token id {int(batch[row].max())} in window {int(windows[row])}, "
+                         f"outside the model's vocabulary of {self.vocab_size}: the file is corrupted. Delete its "
+                         f"folder ({path.parent}) and re-create it with: {prepare_command(path)}")
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y): int64 CPU tensors [micro_batch_size, seq_len]; y is x shifted left by one token."""
         ids = self._take(self.global_batch)
         mine = ids[self.rank * self.micro_batch_size:(self.rank + 1) * self.micro_batch_size]
         batch = np.stack([self._window(int(w)) for w in mine]).astype(np.int64)
+        self._check_vocabulary(batch, mine)
         batch = torch.from_numpy(batch)
         return batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
 

@@ -12,6 +12,12 @@ The result lives in ``<cache_dir>/<name>-<key>/`` where ``key`` hashes everythin
 tokens (source config, split, shard size, formats, tokenizer; plus the Python version for the embedded
 corpus and size/mtime for local files). It is built in a temp folder and renamed into place, under a
 file lock, so concurrent callers (every rank of a job) wait for one builder and then reuse its output.
+Its ``meta.json`` records each shard's CRC32, checked whenever the folder is opened, so a corrupted
+shard is named (with the command that prepares it again) before training reads it; a folder prepared
+before the CRCs were recorded is read without that check.
+
+The command line (``python -m data.prepare`` / ``orthogpt-prepare``) reports a mistake like train.py:
+one line, exit status 2 (data/user_errors.py).
 """
 
 from __future__ import annotations
@@ -37,8 +43,9 @@ from tqdm import tqdm
 
 from data import sources
 from data.config import DataConfig, LocalData, data_config
-from data.shards import SHARD_VERSION, write_shard
+from data.shards import SHARD_VERSION, check_checksum, shard_checksum, write_shard
 from data.tokenizer import ENCODER_JSON_SHA256, EOT_ID, VOCAB_BPE_SHA256, gpt2_encoding
+from data.user_errors import DataError, exit_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +104,7 @@ class _ShardWriter:
         self.buf = np.empty(shard_tokens, dtype=np.uint16)
         self.fill = 0
         self.shards: list[tuple[str, int]] = []  # (file name, tokens)
+        self.crc32: dict[str, str] = {}  # file name -> CRC32 of the file (data.shards.shard_checksum)
         self.total = 0
 
     def add(self, tokens: np.ndarray) -> None:
@@ -114,6 +122,7 @@ class _ShardWriter:
             fname = f"{self.split}_{len(self.shards):06d}.bin"
             write_shard(self.folder / fname, self.buf[:self.fill])
             self.shards.append((fname, self.fill))
+            self.crc32[fname] = shard_checksum(self.folder / fname)
             self.fill = 0
 
 
@@ -175,16 +184,19 @@ def _build(cfg: DataConfig, folder: Path) -> dict:
     for w in writers.values():
         w.flush()
     if writers["train"].total == 0:
-        raise ValueError(f"data {cfg.name!r}: the source gave no training text")
+        where = f" ({', '.join(cfg.paths)})" if isinstance(cfg, LocalData) else ""
+        raise DataError(f"data {cfg.name!r}: the source gave no training text{where}: its files are empty or "
+                        f"hold only blank text; check data.paths (and data.text_field for json/parquet)")
     if cfg.val_fraction > 0 and writers["val"].total == 0:
-        raise ValueError(f"data {cfg.name!r}: no document fell into val with val_fraction="
-                         f"{cfg.val_fraction} ({ndocs['train']} documents); raise data.val_fraction")
+        raise DataError(f"data {cfg.name!r}: no document fell into val with val_fraction="
+                        f"{cfg.val_fraction} ({ndocs['train']} documents); raise data.val_fraction")
     meta = {
         "name": cfg.name,
         "config": asdict(cfg),
         "num_tokens": {s: w.total for s, w in writers.items()},
         "num_documents": ndocs,
         "shards": {s: w.shards for s, w in writers.items()},
+        "crc32": {name: crc for w in writers.values() for name, crc in w.crc32.items()},
         "python": platform.python_version(),
         "seconds": round(time.time() - start, 2),
     }
@@ -193,7 +205,18 @@ def _build(cfg: DataConfig, folder: Path) -> dict:
 
 
 def _load(folder: Path) -> PreparedData:
-    meta = json.loads((folder / "meta.json").read_text())
+    """The prepared data of ``folder``, every shard checked against the CRC32 in its meta.json (a
+    folder prepared before CRCs were recorded has none: its shards' headers are still checked when
+    read, and every batch's token ids against the vocabulary, data.loader)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        shards = [name for split in ("train", "val") for name, _ in meta["shards"][split]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"prepared data {folder}: its meta.json is unreadable ({err}); delete the folder "
+                        f"and prepare it again (python -m data.prepare data=<name>)") from err
+    for name in shards:
+        if name in meta.get("crc32", {}):
+            check_checksum(folder / name, meta["crc32"][name])
     return PreparedData(
         dir=folder,
         train=[folder / f for f, _ in meta["shards"]["train"]],
@@ -211,7 +234,13 @@ def prepare_dataset(data_cfg: DataConfig | Mapping) -> PreparedData:
     final = root / f"{cfg.name}-{cache_key(cfg)}"
     if (final / "meta.json").is_file():  # complete folders only appear through the rename below
         return _load(final)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        blocking = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocking} is a file" if blocking is not None else (err.strerror or str(err)).lower()
+        raise DataError(f"the data cache folder {root} cannot be created ({why}); point data.cache_dir "
+                        f"(or ${CACHE_ENV}) at a writable folder") from err
     lock = FileLock(str(root / f".{final.name}.lock"))
     try:
         lock.acquire(timeout=0)
@@ -248,15 +277,57 @@ def compose_data_config(overrides: list[str]):
         return compose(overrides=fixed).data
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+def data_names() -> str:
+    return ", ".join(sorted(p.stem for p in (CONFIGS_DIR / "data").glob("*.yaml")))
+
+
+def usage() -> str:
+    names = data_names()
+    return (
+        "usage: python -m data.prepare [data=<name>] [data.<key>=<value> ...]   (or: orthogpt-prepare ...)\n\n"
+        "Tokenize a data source into train/val token shards in the data cache; a source prepared before\n"
+        "is reused. train.py prepares its data itself: this command does it ahead of a run.\n\n"
+        f"  data=<name>         {names} (configs/data/<name>.yaml; default: embedded)\n"
+        "  data.<key>=<value>  a key of that config, e.g. data.cache_dir=/scratch/data data.max_tokens=1000000;\n"
+        "                      local files: data=local 'data.paths=[/abs/a.txt,/abs/b.txt]'\n\n"
+        f"The cache is data.cache_dir, else ${CACHE_ENV}, else {DEFAULT_CACHE_DIR}. A mistake is reported\n"
+        "in one line with exit status 2; ORTHOGPT_DEBUG=1 shows the traceback."
+    )
+
+
+def _one_line(err: Exception) -> str:
+    """Hydra's composition errors in one line, in this command's terms."""
     from hydra.errors import MissingConfigException
 
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    first = lines[0] if lines else type(err).__name__
+    if isinstance(err, MissingConfigException):
+        return f"{first.split(': ', 1)[-1]}: choose data=<name> from {data_names()} (configs/data/)"
+    if first.startswith("Could not override"):  # a key the data config does not have
+        return f"{first} It is not a key of this data config (configs/data/<name>.yaml lists them)"
+    return f"{first}; arguments are data=<name> and data.<key>=<value> (python -m data.prepare --help)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m data.prepare`` / ``orthogpt-prepare``: prepare one data config, print where it is."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        print(usage())
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
-        cfg = compose_data_config(list(sys.argv[1:] if argv is None else argv))
-    except MissingConfigException as e:  # unknown data name: Hydra's message lists the valid ones
-        raise SystemExit(f"error: {e}") from None
-    prepared = prepare_dataset(cfg)
+        flags = [a for a in args if a.startswith("-")]
+        if flags:
+            raise ValueError(f"unknown option {flags[0]}; the arguments are data=<name> and data.<key>=<value> "
+                             f"overrides (python -m data.prepare --help)")
+        prepared = prepare_dataset(compose_data_config(args))
+    # a composition error (an unknown data name: Hydra's message lists the valid ones), a bad key or
+    # value, a source with no text, a cache folder that cannot be written, a hub that cannot be read
+    except (HydraException, OmegaConfBaseException, ValueError, TypeError, OSError, RuntimeError) as err:
+        exit_on_user_error(_one_line(err) if isinstance(err, HydraException) else err)
     print(f"{prepared.name}: train {prepared.num_tokens['train']:,} tokens in {len(prepared.train)} shard(s), "
           f"val {prepared.num_tokens['val']:,} tokens in {len(prepared.val)} shard(s)\n{prepared.dir}")
     return 0

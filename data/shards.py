@@ -10,7 +10,9 @@ Header layout (little-endian, struct ``<8sIIQII``):
     reserved     u32      0
 
 The header is 32 bytes so the token array stays aligned. ``num_tokens`` is checked against the file
-size on every read, which catches truncated and over-long files.
+size on every read, which catches truncated and over-long files. A changed byte keeps the size: the
+CRC32 of each shard (``shard_checksum``) is recorded in the ``meta.json`` preparation writes, and
+checked when the prepared data is opened (data.prepare).
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import json
 import os
 import struct
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from data.user_errors import DataError
 
 MAGIC = b"OGPTTOK\0"
 SHARD_VERSION = 1
@@ -31,7 +36,7 @@ HEADER_BYTES = _HEADER.size  # 32
 TOKEN_DTYPE = np.dtype("<u2")
 
 
-class ShardError(ValueError):
+class ShardError(DataError):
     """A shard file is missing or malformed. The message names the file and how to re-create it."""
 
 
@@ -43,20 +48,42 @@ class ShardHeader:
 
 
 def prepare_command(path: str | Path) -> str:
-    """The command that (re)creates the shard at ``path``: the data config's name is recorded in the
-    ``meta.json`` that preparation writes next to its shards."""
-    name = "<name>"
+    """The command that (re)creates the shard at ``path``: the data config's name (and cache folder,
+    if one was set) are recorded in the ``meta.json`` that preparation writes next to its shards."""
+    name, cache_dir = "<name>", None
     try:
-        name = json.loads((Path(path).parent / "meta.json").read_text())["name"]
-    except (OSError, ValueError, KeyError, TypeError):
+        meta = json.loads((Path(path).parent / "meta.json").read_text())
+        name, cache_dir = meta["name"], (meta.get("config") or {}).get("cache_dir")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
-    return f"python -m data.prepare data={name}"
+    return f"python -m data.prepare data={name}" + (f" data.cache_dir={cache_dir}" if cache_dir else "")
 
 
 def _error(path: str | Path, problem: str) -> ShardError:
     return ShardError(
-        f"token shard {path}: {problem}. Delete its folder and re-create it with: {prepare_command(path)}"
+        f"token shard {path}: {problem}. Delete its folder ({Path(path).parent}) and re-create it with: "
+        f"{prepare_command(path)}"
     )
+
+
+def shard_checksum(path: str | Path, chunk: int = 1 << 22) -> str:
+    """CRC32 of the whole shard file (header and tokens), as 8 hex digits."""
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            crc = zlib.crc32(block, crc)
+    return f"{crc:08x}"
+
+
+def check_checksum(path: str | Path, expected: str) -> None:
+    """Raise a ShardError naming ``path`` and the fix when its CRC32 is not ``expected``."""
+    try:
+        found = shard_checksum(path)
+    except OSError as e:
+        raise _error(path, f"cannot read ({e})") from e
+    if found != expected:
+        raise _error(path, f"its CRC32 is {found}, meta.json recorded {expected} when it was prepared: "
+                           f"the file is corrupted")
 
 
 def write_shard(path: str | Path, tokens) -> ShardHeader:
