@@ -31,7 +31,7 @@ CASES = [  # (id, overrides, environment, text the message must contain)
     ("mistyped value", ["optim.matrix.lr=fast"], {}, "optim.matrix.lr must be a number, got 'fast'"),
     ("bad batch split", ["trainer.global_batch_size=3"], {}, "trainer.global_batch_size=3 cannot be split"),
     ("seq_len beyond block_size", ["trainer.seq_len=128"], {}, "trainer.seq_len (128) is longer than the model's context"),
-    ("warmup >= max_steps", ["schedule.warmup_steps=2"], {}, "schedule.warmup_steps (2) must be in [0, trainer.max_steps=2)"),
+    ("negative warmup", ["schedule.warmup_steps=-1"], {}, "schedule.warmup_steps (-1) must be in [0, trainer.max_steps=2)"),
     ("local data without paths", ["data=local"], {}, "data.paths is empty"),
     ("local data, missing file", ["data=local", "data.paths=[/nonexistent/a.txt]"], {}, "/nonexistent/a.txt does not exist"),
     ("resume path that does not exist", ["trainer.resume=/nonexistent/step_00000002"], {},

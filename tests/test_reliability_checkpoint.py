@@ -156,15 +156,21 @@ def fail_in_final_rename(monkeypatch):
 def test_failed_write_leaves_last_good_checkpoint_intact(runs, data_cache_dir, tmp_path, monkeypatch, inject,
                                                          resave):
     """New step: the write of step 12 fails. Same step: resumed explicitly from step 6, the re-save of
-    step 9 fails while the old step 9 is in place. Either way every good checkpoint survives unchanged."""
+    step 9 fails while the old step 9 is in place. Either way every good checkpoint survives unchanged.
+    The tensor write fails with ENOSPC: reported as a full disk, its partial write removed; the rename
+    fails with EIO: raised as it is."""
     run = copy_run(runs, tmp_path)
     before = {s: tensor_file_crcs(step_dir(run, s)) for s in STEPS}
     inject(monkeypatch)
     overrides = [f"trainer.resume={step_dir(run, 6)}"] if resave else []
     cfg = compose_config(data_cache_dir, "trainer.keep_checkpoints=3", *overrides, max_steps=9 if resave else 12)
-    with pytest.raises(OSError, match="injected"):
+    full = inject is fail_in_tensor_write
+    with pytest.raises(ckpt.CheckpointError if full else OSError,
+                       match=f"no space left on {run / 'checkpoints'}" if full else "injected"):
         train_in_process(cfg, run)
     monkeypatch.undo()
+    if full:
+        assert not list((run / "checkpoints").glob(f"{ckpt.TMP_PREFIX}*"))
     for step in STEPS:
         assert ckpt.verify_checkpoint(step_dir(run, step), deep=True).step == step
         assert tensor_file_crcs(step_dir(run, step)) == before[step]

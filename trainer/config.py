@@ -28,7 +28,7 @@ from optim.config import OptimConfig, optim_config
 from optim.dtypes import DtypeSetting, cpu_bf16_override, resolve_dtype, resolve_matmul_dtype
 from optim.hparams import check_in, from_mapping
 from trainer.distributed import DistributedConfig, mesh_shape
-from trainer.metrics import WANDB_MODES, LoggingConfig
+from trainer.metrics import WANDB_MODES, LoggingConfig, wandb_key_found
 from trainer.schedule import Schedule
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -49,7 +49,7 @@ class TrainerConfig:
     micro_batch_size: int
     grad_accum_steps: int
     global_batch_size: int | None
-    seq_len: int
+    seq_len: int | None  # null in YAML: the model's context; build_config sets model.block_size
     grad_clip: float
     log_every: int
     eval_every: int
@@ -73,7 +73,8 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         for key in ("max_steps", "log_every", "seq_len", "eval_batches", "micro_batch_size", "grad_accum_steps"):
-            _at_least(f"trainer.{key}", getattr(self, key), 1)
+            if getattr(self, key) is not None:  # seq_len: null until build_config fills it in
+                _at_least(f"trainer.{key}", getattr(self, key), 1)
         for key in ("eval_every", "checkpoint_every", "keep_checkpoints", "sample_every"):
             _at_least(f"trainer.{key}", getattr(self, key), 0)
         if self.grad_clip < 0:
@@ -134,6 +135,7 @@ class TrainConfig:
     logging: LoggingConfig
     batch: BatchSplit
     resolved: dict[str, Any]  # the whole composed config, resolved (config.yaml, wandb)
+    notices: tuple[str, ...] = ()  # what build_config adjusted (a warmup clipped to the run), printed at the start
 
     @property
     def model_dict(self) -> dict[str, Any]:
@@ -155,14 +157,38 @@ def split_batch(t: TrainerConfig, world_size: int) -> BatchSplit:
     return BatchSplit(t.micro_batch_size, t.global_batch_size // per_pass, world_size, t.seq_len)
 
 
-def check_wandb_environment() -> None:
-    """WANDB_MODE in the environment overrides logging.wandb.mode inside wandb: check it now
-    (an empty value counts as unset)."""
+WANDB_MODE_ALIASES = {"dryrun": "offline", "run": "online"}  # wandb's older names, still accepted by it
+
+
+def check_wandb_environment(logging: LoggingConfig) -> LoggingConfig:
+    """``logging`` with $WANDB_MODE applied: the environment overrides logging.wandb.mode, as wandb's
+    own banner tells users (set WANDB_MODE=offline ...). wandb 0.31 lets ``wandb.init(mode=...)`` win
+    over the environment, and the trainer passes the mode, so the override happens here. An empty value
+    counts as unset; one that is not a wandb mode is refused now, not at the first logged step."""
     mode = os.environ.get("WANDB_MODE")
-    if mode and mode not in (*WANDB_MODES, "dryrun", "run"):
+    if not mode:
+        return logging
+    if mode not in (*WANDB_MODES, *WANDB_MODE_ALIASES):
         raise ConfigError(
             f"the environment variable WANDB_MODE='{mode}' is not a wandb mode; use one of "
             f"{', '.join(WANDB_MODES)}, or unset it and choose logging.wandb.mode"
+        )
+    return replace(logging, wandb=replace(logging.wandb, mode=WANDB_MODE_ALIASES.get(mode, mode)))
+
+
+def check_launch_environment(config: TrainConfig) -> None:
+    """What this machine must provide for the run: CUDA for device=cuda, a W&B key for online logging.
+    train.py checks it before any work; build_config does not, because it also validates configs meant
+    for other machines (a GPU sweep checked on a login node, a dry run)."""
+    if config.device == "cuda" and not torch.cuda.is_available():
+        build = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise ConfigError(f"device=cuda but {build} (torch {torch.__version__}); use device=cpu, "
+                          f"or device=auto to take a GPU when there is one")
+    if config.logging.wandb.mode == "online" and not wandb_key_found():
+        raise ConfigError(
+            "wandb mode online (logging.wandb.mode or $WANDB_MODE) needs a W&B API key and none was found; "
+            "set WANDB_API_KEY or run `wandb login`, or log offline (logging.wandb.mode=offline, "
+            "upload later with `wandb sync`) or not at all (logging=disabled)"
         )
 
 
@@ -195,6 +221,18 @@ def resolve_optim_dtypes(optim: OptimConfig, device_type: str) -> OptimConfig:
     ))
 
 
+def clip_warmup(schedule: dict[str, Any], max_steps: int) -> list[str]:
+    """A warmup as long as the run or longer (the default 20 steps in a 10-step smoke run) is clipped to
+    the run, max_steps - 1 steps, in ``schedule`` (the resolved node, so config.yaml records it);
+    returns the one-line notice, if any."""
+    warmup = schedule.get("warmup_steps")
+    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < max_steps:
+        return []
+    schedule["warmup_steps"] = max_steps - 1
+    return [f"schedule.warmup_steps={warmup} is not shorter than trainer.max_steps={max_steps}: warming up "
+            f"over {max_steps - 1} step(s) instead (set schedule.warmup_steps to choose)"]
+
+
 # Top-level keys besides the sections: selectors of recipes and sweeps, checked where they are used.
 FREE_KEYS = ("recipe", "lr_sweep")
 SECTIONS = ("seed", "device", "run_name", "model", "optim", "data", "trainer", "schedule", "distributed", "logging")
@@ -217,16 +255,20 @@ def build_config(cfg: DictConfig, world_size: int = 1) -> TrainConfig:
     check_in("device", resolved["device"], DEVICES)
     model = from_mapping(GPTConfig, resolved["model"], "model")
     trainer = from_mapping(TrainerConfig, resolved["trainer"], "trainer")
+    if trainer.seq_len is None:  # null: the model's context (config.yaml records the number)
+        trainer = replace(trainer, seq_len=model.block_size)
+        resolved["trainer"]["seq_len"] = model.block_size
     if trainer.seq_len > model.block_size:
         raise ConfigError(
             f"trainer.seq_len ({trainer.seq_len}) is longer than the model's context "
             f"(model.block_size={model.block_size}); lower trainer.seq_len or raise model.block_size"
         )
+    notices = clip_warmup(resolved["schedule"], trainer.max_steps)
     schedule = from_mapping(Schedule, {**resolved["schedule"], "max_steps": trainer.max_steps}, "schedule")
     distributed = from_mapping(DistributedConfig, resolved["distributed"], "distributed")
     mesh_shape(world_size, distributed.dp_replicate, distributed.dp_shard)
-    logging = from_mapping(LoggingConfig, resolved["logging"], "logging")
-    check_wandb_environment()
+    logging = check_wandb_environment(from_mapping(LoggingConfig, resolved["logging"], "logging"))
+    resolved["logging"]["wandb"]["mode"] = logging.wandb.mode
     cpu_bf16_override()  # a bad ORTHOGPT_CPU_BF16 is refused here, before any work, not at the first step
     batch = split_batch(trainer, world_size)
     device_type = device_type_of(resolved["device"])
@@ -237,6 +279,7 @@ def build_config(cfg: DictConfig, world_size: int = 1) -> TrainConfig:
         optim=resolve_optim_dtypes(optim_config(resolved["optim"]), device_type), data=data_config(resolved["data"]),
         trainer=trainer,
         schedule=schedule, distributed=distributed, logging=logging, batch=batch, resolved=resolved,
+        notices=tuple(notices),
     )
 
 

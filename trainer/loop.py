@@ -32,7 +32,7 @@ from trainer.mfu import mfu_denominator
 from trainer.parallelize import prepare_model
 from trainer.preemption import StopRequest, stop_file_for
 from trainer.progress import Console
-from trainer.resume import ResumeDecision, resolve_resume
+from trainer.resume import ResumeDecision, remaining_steps, resolve_resume
 from trainer.run_dir import write_run_files
 from trainer.sampling import sample_texts
 from trainer.schedule import apply_lr
@@ -201,6 +201,7 @@ class Trainer:
         start = self.load_initial_weights(resume, console)
         if t.eval_only:
             return self.evaluate_only(start, console)
+        remaining_steps(resume, self.cfg)  # model weights only, another optimizer, past max_steps: refused
         if ctx.is_main:
             write_run_files(self.run_dir, resolved_yaml(self.cfg), self.overrides)
         console.open(self.run_dir)
@@ -215,7 +216,9 @@ class Trainer:
         logger.start_at(self.step)
         stop = StopRequest(stop_file_for(self.run_dir)).install()  # preemption: signal or STOP file
         try:
-            if self.step == 0:  # val loss at initialization: every curve starts at the same point
+            # val loss at initialization: every curve starts at the same point; at max_steps, a finished run
+            # that lost its summary (killed after its last checkpoint) is evaluated again and summarized
+            if self.step == 0 or self.step >= t.max_steps:
                 self._log_eval(logger)
             stopped = self._train_until(t.max_steps, logger, stop)
         finally:

@@ -49,6 +49,23 @@ class LoggingConfig:
     wandb: WandbConfig
 
 
+def wandb_key_found() -> bool:
+    """Whether wandb can log in without asking: WANDB_API_KEY (or WANDB_IDENTITY_TOKEN_FILE), or an
+    entry for the W&B host ($WANDB_BASE_URL) in the netrc file that ``wandb login`` writes ($NETRC,
+    else ~/.netrc)."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    import netrc
+    from urllib.parse import urlsplit
+
+    host = urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").netloc
+    path = Path(os.environ.get("NETRC") or "~/.netrc").expanduser()
+    try:
+        return path.is_file() and netrc.netrc(str(path)).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
 class MetricsLogger:
     def __init__(self, run_dir: Path, logging_cfg: LoggingConfig, config_dict: dict, total_steps: int,
                  start_step: int, enabled: bool = True, console: Console | None = None) -> None:
@@ -64,7 +81,7 @@ class MetricsLogger:
         drop_partial_last_line(self.path)
         self.file = open(self.path, "a")
         self.progress = Progress(self.console, total_steps, start_step, bar=logging_cfg.progress_bar)
-        mode = logging_cfg.wandb.mode  # checked by trainer.config
+        mode = logging_cfg.wandb.mode  # $WANDB_MODE already applied (trainer.config.check_wandb_environment)
         if mode != "disabled":
             import wandb
 

@@ -11,7 +11,9 @@ Layout of ``<run_dir>/checkpoints/``::
 
 A save writes into the temporary directory, fsyncs every file, writes the manifest, and renames the
 directory into place; only then are checkpoints beyond the newest ``keep`` deleted, so a failed write
-never touches the last good checkpoint. Complete checkpoints of later steps than the one written
+never touches the last good checkpoint. A disk that fills up during the write is reported as such
+(torch's own error says only "unexpected pos ..."): a CheckpointError "no space left on <folder>",
+the partial write removed, every complete checkpoint kept. Complete checkpoints of later steps than the one written
 (a timeline the run left by resuming from an earlier checkpoint, or by starting afresh in an old run's
 directory) are renamed ``abandoned_step_*``: kept, but never resumed or pruned.
 
@@ -21,6 +23,7 @@ Loading takes a ``VerifiedCheckpoint`` (trainer.checkpoint.manifest) and reads t
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -105,6 +108,9 @@ def _own_tensor_file_crcs(tmp: Path, ctx: DistContext) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------- save
+FULL_BELOW_BYTES = 1 << 20  # a write failed with less free space than this: the disk filled up
+
+
 def save_checkpoint(
     root: Path,
     step: int,
@@ -114,7 +120,51 @@ def save_checkpoint(
     ctx: DistContext,
     keep: int = 2,
 ) -> Path:
-    """Collective: every rank calls it. Returns the final checkpoint directory."""
+    """Collective: every rank calls it. Returns the final checkpoint directory. Raises CheckpointError
+    when the disk fills up (see the module docstring); any other failure propagates as it is."""
+    try:
+        return _write_checkpoint(root, step, model, optimizer, trainer_state, ctx, keep)
+    except (OSError, RuntimeError, CheckpointException) as err:
+        if not _disk_full(err, Path(root)):
+            raise
+        if ctx.is_main:  # give the space back; the complete checkpoints are untouched
+            shutil.rmtree(Path(root) / f"{TMP_PREFIX}{step_dir_name(step)}", ignore_errors=True)
+        kept = list_complete(root)
+        raise CheckpointError(
+            f"no space left on {root}: the checkpoint of step {step} was not written (its partial write is "
+            f"removed); " + (f"the previous checkpoint {kept[-1]} is kept. " if kept else "")
+            + "Free space there (or lower trainer.keep_checkpoints) and run again with trainer.resume=auto"
+        ) from err
+
+
+def _disk_full(err: BaseException, root: Path) -> bool:
+    """ENOSPC / EDQUOT anywhere in the error (DCP wraps each rank's), or, for torch's writer, which
+    reports a short write without the errno, a disk with next to no space left."""
+    todo, seen = [err], set()
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        todo += [e.__cause__, e.__context__]
+        todo += [f[0] if isinstance(f, tuple) else f for f in (getattr(e, "failures", None) or {}).values()]
+    try:
+        return shutil.disk_usage(root).free < FULL_BELOW_BYTES
+    except OSError:
+        return False
+
+
+def _write_checkpoint(
+    root: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    trainer_state: dict[str, Any],
+    ctx: DistContext,
+    keep: int = 2,
+) -> Path:
     root = Path(root)
     final = root / step_dir_name(step)
     tmp = root / f"{TMP_PREFIX}{step_dir_name(step)}"
