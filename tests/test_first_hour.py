@@ -76,6 +76,20 @@ def test_finished_run_says_so_and_exits_0(first, data_cache_dir, resume):
     assert snapshot(cwd) == before  # no runs/<name>/again, nothing changed in the finished run
 
 
+@pytest.mark.slow  # builds the model and evaluates: ~10 s
+def test_finished_run_that_lost_its_summary_is_summarized(first, data_cache_dir, tmp_path):
+    """Killed between its last checkpoint and summary.json: the next launch trains nothing, evaluates
+    the checkpoint and writes the summary (a study counts the run as done by it)."""
+    shutil.copytree(first[0] / "runs", tmp_path / "runs")
+    run = tmp_path / "runs" / NAME / "first"
+    (run / "summary.json").unlink()
+    proc = launch([*SMALL, "trainer.seq_len=64", "trainer.max_steps=2", "trainer.resume=auto",
+                   f"data.cache_dir={data_cache_dir}"], cwd=tmp_path, env={"ORTHOGPT_RUN_STAMP": "again"})
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["step"] == 2 and summary["val_loss"] > 0 and checkpoints(run) == ["step_00000002"]
+
+
 def test_checkpoint_past_a_smaller_max_steps_is_refused_with_both_numbers(first, data_cache_dir):
     cwd, _, _ = first
     before = snapshot(cwd)
