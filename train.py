@@ -28,7 +28,7 @@ from data.user_errors import USER_ERROR_EXIT, DataError, debugging, exit_on_user
 from trainer.checkpoint import CheckpointError  # noqa: E402
 from trainer.config import build_config, check_launch_environment  # noqa: E402
 from trainer.distributed import init_distributed, launcher_world, shutdown  # noqa: E402
-from trainer.dry_run import DRY_RUN_OVERRIDE, print_plan, remove_empty_dirs, validate_flag  # noqa: E402
+from trainer.dry_run import DRY_RUN_OVERRIDE, print_plan, validate_flag  # noqa: E402
 from trainer.init_from import plan_start  # noqa: E402
 from trainer.resume import finished_message, remaining_steps, resolve_resume, summary_written  # noqa: E402
 from trainer.run_dir import (  # noqa: E402
@@ -37,6 +37,7 @@ from trainer.run_dir import (  # noqa: E402
     earlier_runs,
     hold_run,
     register_resolvers,
+    remove_empty_dirs,
 )
 
 register_resolvers()  # ${run_stamp:} in configs/train.yaml

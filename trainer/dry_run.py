@@ -13,7 +13,6 @@ stops, before the sweep directory exists. Hydra itself refuses ``--cfg`` togethe
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -41,18 +40,3 @@ def print_plan(config: TrainConfig, run_dir: Path, start: str) -> None:
     for line in describe_run(config, run_dir, start=start):
         print(line)
     print("dry run: the config is valid; nothing was trained or written (drop --validate / trainer.dry_run to train)")
-
-
-def remove_empty_dirs(path: Path, stop: Path | None = None) -> None:
-    """Remove ``path`` if it is empty, then its parents below ``stop`` (default: the working
-    directory) while they are empty: runs/<name>/<stamp> leaves nothing behind. A directory holding
-    anything is left alone."""
-    path, stop = Path(path).resolve(), Path(stop or os.getcwd()).resolve()
-    while path != stop:
-        try:
-            path.rmdir()
-        except OSError:  # not empty (or not ours to remove): stop here
-            return
-        path = path.parent
-        if stop not in path.parents:
-            return

@@ -166,16 +166,27 @@ def in_use(run_dir: Path) -> bool:
     return False
 
 
+def remove_empty_dirs(path: Path, stop: Path | None = None) -> None:
+    """Remove ``path`` if it is empty, then its parents below ``stop`` (default: the working
+    directory) while they are empty: runs/<name>/<stamp> leaves nothing behind. A directory holding
+    anything is left alone."""
+    path, stop = Path(path).resolve(), Path(stop or os.getcwd()).resolve()
+    while path != stop:
+        try:
+            path.rmdir()
+        except OSError:  # not empty (or not ours to remove): stop here
+            return
+        path = path.parent
+        if stop not in path.parents:
+            return
+
+
 def drop_empty_launch_dir(launch_dir: Path) -> None:
-    """Remove the directory Hydra created for this launch in the default layout while it is still
-    empty (a refused start, a finished run, a launch that continues an earlier run), so runs/<name>/
-    holds runs only. A directory set explicitly (hydra.run.dir=...) is left alone."""
-    if earlier_runs(launch_dir) is None:
-        return
-    try:
-        Path(launch_dir).rmdir()  # only if empty: nothing of this launch is lost
-    except OSError:
-        pass
+    """``remove_empty_dirs`` for the directory Hydra created for this launch in the default layout (a
+    refused start, a finished run, a launch that continues an earlier run), so runs/<name>/ holds runs
+    only. A directory set explicitly (hydra.run.dir=..., which a Slurm script creates first) is left alone."""
+    if earlier_runs(launch_dir) is not None:
+        remove_empty_dirs(launch_dir)
 
 
 def run_dir_problem(path: Path, key: str = "hydra.run.dir") -> str | None:
