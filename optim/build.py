@@ -37,7 +37,7 @@ def param_groups(model: nn.Module, config: OptimConfig, routing: RoutingTable | 
     Groups carry ``role`` and ``param_names`` so optimizers, diagnostics and checkpoints can tell
     them apart. ``optim.routing=ndim`` moves the embeddings (and the tied head) into the matrix group,
     as the BeyondMuon code routes them; that group then says so (``"embeddings": True``). The
-    embedding group lists which of its parameters are the output head (``head_names``; the tied wte).
+    embedding group on a role rule lists which of its parameters are the output head (``head_names``; the tied wte).
     """
     routing = routing or routing_of(model)
     routed = route_parameters(model, routing)
@@ -56,7 +56,8 @@ def param_groups(model: nn.Module, config: OptimConfig, routing: RoutingTable | 
         )
         if role == "matrix" and ndim_routing:
             groups[-1]["embeddings"] = True
-        if role == "embedding":
+        if role == "embedding" and hp.rule != "adamw":  # only a role rule reads it; AdamW groups keep the
+            # keys earlier checkpoints were written with (DCP refuses a param-group key it cannot find)
             groups[-1]["head_names"] = sorted(output_head_names(model, routing.canonical_name) & set(names))
     return groups
 
