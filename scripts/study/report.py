@@ -162,7 +162,7 @@ def write_report(study: Study, study_dir: Path, runs: list[PlannedRun], staged: 
         "runs": {run_id: {"final_val_loss": o.final_val_loss, "best_val_loss": o.best_val_loss,
                           "initial_val_loss": o.initial_val_loss, "skipped_steps": o.skipped_steps,
                           "diverged": o.divergence, "counted_loss": o.counted_loss, "tokens": o.tokens,
-                          "wall_time_s": o.wall_time_s, "run_dir": str(o.run_dir)} for run_id, o in outcomes.items()},
+                          "wall_time_s": o.wall_time_s, "run_dir": f"runs/{run_id}"} for run_id, o in outcomes.items()},
         "claims": [{"id": v.claim.id, "source": v.claim.source, "claim": v.claim.text, "verdict": v.verdict,
                     "paper": v.claim.paper, "evidence": v.evidence,
                     "comparisons": [summary_row(c) for c in v.comparisons]} for v in verdicts],
