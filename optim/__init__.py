@@ -5,6 +5,7 @@
     build                     build_optimizer(model, OptimConfig, mesh)
     routing                   parameter -> matrix | embedding | vector, by the model's table
     orthogonalized_optimizer  OrthogonalizedOptimizer (every Muon-family rule)
+    role_rules                the embedding group's rule when it is not AdamW (RowNormM)
     adamw                     plain AdamW
     rules/                    one file per optimizer: the math
     orthogonalize/            Newton-Schulz, the spectral powers, and their exchange under FSDP2

@@ -123,16 +123,18 @@ def test_table_shapes_take_the_table_triplet_and_others_warn_once(caplog):
     assert [r.getMessage().count("(5, 5)") for r in caplog.records] == [1]
 
 
-def test_threshold_is_an_fp32_quantile_of_the_whole_matrix_and_the_clip_a_clamp():
+def test_threshold_is_an_fp32_quantile_of_the_whole_matrix_and_the_clip_theirs():
     g = torch.Generator().manual_seed(1)
     u = torch.randn(3, 37, 23, generator=g, dtype=torch.float64) ** 3  # heavy tails
-    threshold = quantile_threshold(u, 0.9)
-    assert threshold.dtype == torch.float32  # fp32 even for fp64 input, as the authors' .float()
-    expected = torch.quantile(u.abs().flatten(1).float(), 0.9, dim=1)
-    assert torch.allclose(threshold, expected, rtol=1e-6, atol=0)
+    ties = torch.randint(-3, 4, (2, 20, 10), generator=g).double()  # v[lower] == v[lower + 1] (tied)
+    for x in (u, ties, u[:, :11, :1]):  # 11 entries: the index 9.0 is whole, one order statistic
+        threshold = quantile_threshold(x, 0.9)
+        assert threshold.dtype == torch.float32  # fp32 even for fp64 input, as the authors' .float()
+        assert torch.allclose(threshold, torch.quantile(x.abs().flatten(1).float(), 0.9, dim=1), rtol=1e-6, atol=0)
     clipped = quantile_clip(u, 0.9, 1e-9)
-    t = (threshold + 1e-9).double().view(-1, 1, 1)  # the authors add eps in fp32
-    assert torch.allclose(clipped, u.clamp(-t, t), rtol=0, atol=1e-14)  # one rounding
+    t = (quantile_threshold(u, 0.9) + 1e-9).double().view(-1, 1, 1)  # the authors add eps in fp32
+    theirs = u - torch.sign(u) * torch.relu(u.abs() - t)
+    assert torch.allclose(clipped, theirs, rtol=0, atol=1e-14)  # one rounding of the clipped entries
     above = (u.abs() > t).flatten(1).float().mean(1)  # 10% of the entries, per matrix
     assert torch.all((above - 0.1).abs() <= 1.5 / u[0].numel())
 

@@ -73,21 +73,26 @@ class ROOTHParams(MomentumHParams):
 
 def quantile_threshold(stack: torch.Tensor, q: float) -> torch.Tensor:
     """Per matrix of ``stack`` (batch, rows, cols): the q-quantile of |entries|, in fp32, by linear
-    interpolation between two order statistics, exactly as ``simple_quantile`` (shape (batch,))."""
+    interpolation between the order statistics v[lower] and v[lower + 1], exactly as ``simple_quantile``
+    (shape (batch,)). One selection instead of their two: v[lower + 1] is v[lower] itself when more
+    than lower + 1 entries are <= v[lower] (ties), else the smallest entry above it."""
     flat = stack.abs().float().flatten(1)
     index = torch.tensor(q * (flat.shape[1] - 1), dtype=torch.float32, device=flat.device)
     lower, upper = int(torch.floor(index)), int(torch.ceil(index))
     low = flat.kthvalue(lower + 1, dim=1).values
     if lower == upper:
         return low
-    return torch.lerp(low, flat.kthvalue(upper + 1, dim=1).values, index - lower)
+    at_most_low = flat <= low[:, None]
+    above = flat.masked_fill(at_most_low, float("inf")).amin(dim=1)
+    high = torch.where(at_most_low.sum(dim=1) > lower + 1, low, above)
+    return torch.lerp(low, high, index - lower)
 
 
 def quantile_clip(stack: torch.Tensor, q: float, eps: float) -> torch.Tensor:
-    """B = U - sign(U) relu(|U| - t), t = q-quantile(|U|) + eps per matrix (a new tensor)."""
+    """B = clamp(U, -t, t), t = q-quantile(|U|) + eps per matrix (a new tensor): the authors'
+    U - sign(U) relu(|U| - t) in one pass (the same up to one rounding of the clipped entries)."""
     threshold = (quantile_threshold(stack, q) + eps).to(stack.dtype).view(-1, 1, 1)
-    excess = (stack.abs() - threshold).relu_().mul_(stack.sign())
-    return stack - excess
+    return torch.minimum(torch.maximum(stack, -threshold), threshold)
 
 
 @dataclass(frozen=True)

@@ -59,29 +59,32 @@ def ema_momentum_(momentum: torch.Tensor, grad: torch.Tensor, beta: float) -> to
     return momentum.mul_(beta).add_(grad, alpha=1.0 - beta)
 
 
-def unit_rows(x: torch.Tensor) -> torch.Tensor:
-    """X_i / (||X_i|| + 1e-8) for every row of a (local) row block."""
-    return (1.0 / (x.norm(dim=1, keepdim=True) + ROW_EPS)) * x
+def row_scales(x: torch.Tensor) -> torch.Tensor:
+    """1 / (||X_i|| + 1e-8) for every row of a (local) row block, as a column."""
+    return 1.0 / (x.norm(dim=1, keepdim=True) + ROW_EPS)
 
 
-def center_live_rows(x: torch.Tensor, live: torch.Tensor, reduce_sum) -> torch.Tensor:
-    """x minus the mean of the live rows over the whole matrix, on the live rows (others stay 0)."""
-    sums = reduce_sum(torch.cat([x.sum(dim=0), live.sum().to(x.dtype).reshape(1)]))
-    return (x - sums[:-1] / sums[-1].clamp_min(1)) * live
+def live_mean(x: torch.Tensor, dead: torch.Tensor, reduce_sum) -> torch.Tensor:
+    """The mean over the whole matrix of the rows of x that are not ``dead`` (local row indices of
+    rows that are 0); column sums as a GEMV, counts and sums in one reduction."""
+    live_count = torch.tensor([x.shape[0] - dead.numel()], dtype=x.dtype, device=x.device)
+    sums = reduce_sum(torch.cat([x.new_ones(x.shape[0]) @ x, live_count]))
+    return sums[:-1] / sums[-1].clamp_min(1)
 
 
 def rownorm_direction(m: torch.Tensor, orientation: str, center: bool, reduce_sum) -> torch.Tensor:
     """U of the module docstring for a local row block ``m`` of the momentum (``reduce_sum``: the
-    sum over the row blocks of the matrix; identity for a whole one)."""
+    sum over the row blocks of the matrix; identity for a whole one). A new tensor."""
+    if orientation == "row" and not center:
+        return row_scales(m) * m
     if orientation == "row":
-        if not center:
-            return unit_rows(m)
-        live = (m != 0).any(dim=1, keepdim=True)
-        return center_live_rows(unit_rows(center_live_rows(m, live, reduce_sum)), live, reduce_sum)
+        dead = (torch.linalg.vector_norm(m, dim=1) == 0).nonzero().squeeze(1)
+        x = (m - live_mean(m, dead, reduce_sum)).index_fill_(0, dead, 0)
+        x.mul_(row_scales(x))
+        return x.sub_(live_mean(x, dead, reduce_sum)).index_fill_(0, dead, 0)
     x = m - m.mean(dim=1, keepdim=True) if center else m  # the columns' mean, along each row
-    column_norms = reduce_sum(x.square().sum(dim=0)).sqrt()
-    u = (1.0 / (column_norms + ROW_EPS)) * x
-    return u - u.mean(dim=1, keepdim=True) if center else u
+    x = (1.0 / (reduce_sum(x.new_ones(x.shape[0]) @ x.square()).sqrt() + ROW_EPS)) * x  # unit columns
+    return x.sub_(x.mean(dim=1, keepdim=True)) if center else x
 
 
 def rownorm_apply_(param: torch.Tensor, direction: torch.Tensor, lr: float, weight_decay: float) -> torch.Tensor:

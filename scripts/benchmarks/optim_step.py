@@ -2,6 +2,7 @@
 
     orthogpt-bench-optim                 # small GPT-2-shaped set, seconds
     orthogpt-bench-optim --shapes gpt2   # GPT-2 124M hidden matrices (12 layers x 4)
+    orthogpt-bench-optim --embedding     # GPT-2's tied wte (50304 x 768): AdamW against RowNormM
 
 Matrices use the nn.Linear (out, in) layout: c_attn (3d, d), attn c_proj (d, d), c_fc (4d, d),
 mlp c_proj (d, 4d). Reports, per optimizer: min step time over the repeats (gradients are set
@@ -50,7 +51,7 @@ def best_time(fn, repeats: int) -> float:
 # the wider family: (registry name, optim.matrix overrides)
 FAMILY = {"spectral_msgd": ("spectral_msgd", {}), "spectral_adam": ("spectral_adam", {}),
           "spectral_adam_p0.25": ("spectral_adam", {"power": 0.25}), "auon": ("auon", {}),
-          "auon_hybrid": ("auon", {"variant": "hybrid"})}
+          "auon_hybrid": ("auon", {"variant": "hybrid"}), "root": ("root", {}), "rownorm": ("rownorm", {})}
 TARGETS["spectral_vs_flops"] = 1.10  # step time / (its transform FLOPs at the fp32 matmul rate)
 TARGETS["auon_vs_muon"] = 0.25
 
@@ -89,7 +90,8 @@ def expected_state_bytes(name: str, shapes: list[tuple[int, int]]) -> int:
     extra = {"muon": lambda r, c: 0, "namo": lambda r, c: 1, "adago": lambda r, c: 1,
              "namo_d": lambda r, c: c, "normuon": lambda r, c: r, "adamw": lambda r, c: r * c,
              "spectral_msgd": lambda r, c: 0, "spectral_adam": lambda r, c: r * c,  # M; or m and v
-             "spectral_adam_p0.25": lambda r, c: r * c, "auon": lambda r, c: 0, "auon_hybrid": lambda r, c: 0}
+             "spectral_adam_p0.25": lambda r, c: r * c, "auon": lambda r, c: 0, "auon_hybrid": lambda r, c: 0,
+             "root": lambda r, c: 0, "rownorm": lambda r, c: 0}  # ROOT, RowNormM: M only
     return sum(4 * (r * c + extra[name](r, c) + 1) for r, c in shapes)
 
 
@@ -134,11 +136,44 @@ def ns_rate(shapes, repeats) -> tuple[float, float]:
     return flops / seconds / 1e9, flops / 1e9
 
 
+def bench_embedding(repeats: int) -> None:
+    """The embedding group's step on GPT-2's padded tied wte: AdamW (torch, foreach) against RowNormM as
+    the embedding rule (uncentered; centered head), rounds interleaved; state bytes per parameter."""
+    from optim.rules.rownorm import RowNormHParams, RowNormRule
+
+    g = torch.Generator().manual_seed(0)
+    wte = torch.nn.Parameter(torch.randn(50304, 768, generator=g) * 0.02)
+    wte.grad = torch.randn(50304, 768, generator=g)
+    opts = {"adamw": torch.optim.AdamW([wte], lr=6e-4, betas=(0.9, 0.95), weight_decay=0.0, foreach=True)}
+    for name, center in (("rownorm", False), ("rownorm_centered", True)):
+        rule = RowNormRule(RowNormHParams(momentum=0.95, orientation="row", center=center))
+        group = {"params": [wte], "param_names": ["wte"], "role": "matrix", "lr": 5e-3, "weight_decay": 0.0}
+        opts[name] = OrthogonalizedOptimizer([group], rule)
+    times: dict[str, list[float]] = {name: [] for name in opts}
+    for round_ in range(repeats + 1):  # round 0 is the warm-up
+        for name, opt in opts.items():
+            t0 = time.perf_counter()
+            opt.step()
+            if round_:
+                times[name].append(time.perf_counter() - t0)
+    print("\n| embedding rule (50304 x 768) | step min (ms) | median (ms) | vs AdamW | state B/param |")
+    print("|---|---|---|---|---|")
+    for name, opt in opts.items():
+        best, median = min(times[name]), sorted(times[name])[len(times[name]) // 2]
+        print(f"| {name} | {best * 1e3:.1f} | {median * 1e3:.1f} | {best / min(times['adamw']):.2f}x | "
+              f"{state_bytes(opt) / wte.numel():.5f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", choices=sorted(SHAPE_SETS), default="small")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per optimizer (min is kept)")
+    parser.add_argument("--embedding", action="store_true", help="only the embedding rules on GPT-2's wte")
+    parser.add_argument("--only", default=None, help="comma-separated rows (adamw and muon always): their table only")
     args = parser.parse_args()
+    if args.embedding:
+        bench_embedding(args.repeats or 10)
+        return
     width, layers = SHAPE_SETS[args.shapes]
     repeats = args.repeats or (3 if args.shapes == "gpt2" else 10)
     shapes = gpt2_matrix_shapes(width, layers)
@@ -151,6 +186,8 @@ def main() -> None:
     # every registered optimizer (a new registry row is benchmarked without an edit here) + named variants
     names = ["adamw", "torch_muon", "muon", "muon_bf16", *(n for n in OPTIMIZERS if n not in ("adamw", "muon")),
              *(v for v in FAMILY if v not in OPTIMIZERS)]
+    if args.only:  # a few rows, more rounds: a steadier ratio on a shared machine
+        names = ["adamw", "muon", *(n for n in args.only.split(",") if n not in ("adamw", "muon"))]
     res = bench_steps(shapes, names, repeats)
     muon = res["muon"]["seconds"]
     print("\n| optimizer | step (ms) | vs AdamW | vs own Muon | state B/param | spec B/param |")
@@ -163,9 +200,13 @@ def main() -> None:
               f"{r['seconds'] / muon:.3f}x | {r['state_bytes'] / numel:.5f} | {spec} |")
         if name not in ("torch_muon", "muon_bf16"):
             verdicts.append((f"state bytes {name} == spec", r["state_bytes"] == expected_state_bytes(name, shapes)))
-        if name in ("namo", "namo_d", "adago", "normuon"):
+        if name in ("namo", "namo_d", "adago", "normuon", "root"):
             verdicts.append((f"{name} <= {TARGETS['family_vs_muon']}x own Muon ({r['seconds'] / muon:.3f}x)",
                              r["seconds"] / muon <= TARGETS["family_vs_muon"]))
+    if args.only:
+        for text, ok in verdicts:
+            print(f"- {'met' if ok else 'NOT met'}: {text}")
+        return
     for variant in ("muon", "muon_bf16"):
         ratio = res[variant]["seconds"] / res["torch_muon"]["seconds"]
         verdicts.insert(0, (f"own {variant} <= {TARGETS['muon_vs_torch']}x torch.optim.Muon ({ratio:.3f}x)",
