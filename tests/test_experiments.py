@@ -14,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from optim.registry import known_optimizers
+from optim.registry import OPTIMIZERS, known_optimizers
 from trainer.config import build_config
 from scripts.sweep_check import SweepConfigError, check_sweep, sweep_job_overrides
 
@@ -102,7 +102,7 @@ def multirun_config(*overrides: str):
     ("namo_gpt2_124m", "namo_gpt2_124m_lr", 40, ["optim=adamw", "optim.matrix.lr=0.0005"]),
     ("namo_gpt2_355m", "namo_gpt2_355m_lr", 20, ["optim=adamw", "lr_sweep.index=0"]),
     ("namo_gpt2_355m", "namo_d_clamp_gpt2_355m", 20, ["optim.matrix.lr=0.005", "optim.matrix.clamp_c=0.12"]),
-    ("namo_gpt2_124m_cpu", "optimizers", 36, ["optim=adamw", "lr_sweep.index=0"]),
+    ("namo_gpt2_124m_cpu", "optimizers", 4 * len(OPTIMIZERS), ["optim=adamw", "lr_sweep.index=0"]),  # 4 lrs each
 ])  # fmt: skip
 def test_paper_sweeps_expand(hydra_ctx, experiment, sweep, n_jobs, first):
     jobs = sweep_job_overrides(multirun_config(f"+experiment={experiment}", f"+sweep={sweep}"))
