@@ -55,7 +55,7 @@ def claims_section(study: Study, verdicts: list[Verdict]) -> list[str]:
              f"does not hold (below 0), no practical difference (inside ± margin), inconclusive otherwise.", "",
              "| claim | source | paper's own figure | ours | verdict |", "|---|---|---|---|---|"]
     for v in verdicts:
-        flag = " *(extrapolation: not a language-model claim in the paper)*" if v.claim.extrapolation else ""
+        flag = " *(an extrapolation beyond what the paper tested)*" if v.claim.extrapolation else ""
         lines.append(f"| {v.claim.text}{flag} | {v.claim.source} | {v.claim.paper or '–'} | {v.evidence} | "
                      f"**{v.verdict}** |")
     return [*lines, ""]
