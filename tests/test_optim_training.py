@@ -58,6 +58,7 @@ def train(model, opt, steps, start=0):
     return losses
 
 
+@pytest.mark.slow  # ~20-60 s each on 2 loaded cores; the fast tier keeps the state-dict round trips
 @pytest.mark.parametrize("name", NAMES)
 def test_loss_falls(name):
     model = tiny_model()
@@ -147,6 +148,7 @@ def test_rule_diagnostics():
     assert values["namo_d_small"]["namo_d/clamp_hit_fraction"] == 0.0
 
 
+@pytest.mark.slow
 def test_ndim_routing_sends_the_embeddings_through_the_rule():
     """optim.routing=ndim (the BeyondMuon code's routing): wte (the tied head) and wpe join the matrix
     group and get the spectral transform; the default role routing leaves them to AdamW."""
