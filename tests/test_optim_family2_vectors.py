@@ -27,6 +27,7 @@ from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
 from optim.registry import OPTIMIZERS
 from optim.rules.base import MatrixContext
 from optim.rules.root import AUTHORS_TABLE, QuantileClippedNewtonSchulz, quantile_clip, quantile_threshold
+from tests.reference_replay import replay_worst_error
 
 VECTORS = Path(__file__).parent / "data" / "testvectors"
 TOLERANCE = {"float32": 1e-7, "float64": 1e-12}
@@ -60,14 +61,7 @@ def replay(stem: str) -> float:
     transform = matrix_transform(rule, config.orthogonalize, torch.device("cpu"))
     opt = OrthogonalizedOptimizer(groups, rule, adamw=adamw,
                                   distribution=MatrixDistribution(LocalOrthogonalizer(transform=transform)))
-    worst = 0.0
-    for grads, expected in zip(ref["grads"], ref["params_after_step"]):
-        for p, g in zip(params, grads):
-            p.grad = torch.tensor(g, dtype=dtype)
-        opt.step()
-        for p, e in zip(params, expected):
-            worst = max(worst, (p.detach() - torch.tensor(e, dtype=dtype)).abs().max().item())
-    return worst
+    return replay_worst_error(opt, params, ref, dtype)
 
 
 @pytest.mark.parametrize("stem", ROOT_FILES + ROWNORM_FILES)

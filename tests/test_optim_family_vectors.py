@@ -20,6 +20,7 @@ from optim.orthogonalize.from_mesh import MatrixDistribution
 from optim.orthogonalize.orthogonalizer import LocalOrthogonalizer
 from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
 from optim.registry import OPTIMIZERS
+from tests.reference_replay import replay_worst_error
 
 VECTORS = Path(__file__).parent / "data" / "testvectors"
 TOLERANCE = {"float32": 1e-6, "float64": 1e-10, "bf16": 2.5e-3}
@@ -68,14 +69,7 @@ def replay(stem: str) -> float:
     group = {"params": params, "param_names": [f"w{i}" for i in range(len(params))], "role": "matrix",
              "lr": h["lr"], "weight_decay": h.get("weight_decay", 0.0)}
     opt = OrthogonalizedOptimizer([group], rule, distribution=MatrixDistribution(LocalOrthogonalizer(transform=transform)))
-    worst = 0.0
-    for grads, expected in zip(ref["grads"], ref["params_after_step"]):
-        for p, g in zip(params, grads):
-            p.grad = torch.tensor(g, dtype=dtype)
-        opt.step()
-        for p, e in zip(params, expected):
-            worst = max(worst, (p.detach() - torch.tensor(e, dtype=dtype)).abs().max().item())
-    return worst
+    return replay_worst_error(opt, params, ref, dtype)
 
 
 @pytest.mark.parametrize("stem", FILES)
