@@ -69,6 +69,9 @@ def matrix_transform(
     Newton-Schulz (its dtype resolved on ``device``) handed to the rule, split by ``config.split``
     (``n_head``: the model's attention heads, for ``split: heads``)."""
     transform = rule.transform(newton_schulz_from_config(config, device))
+    if config.split != "none" and not getattr(transform, "splittable", True):  # Schatten-p: index in the norm
+        raise ValueError(f"optim.orthogonalize.split={config.split} does not apply to '{rule.name}' (its transform "
+                         f"needs whole matrices); set optim.orthogonalize.split=none")
     return transform if config.split == "none" else SplitRows(transform, config.split, n_head)
 
 
@@ -96,4 +99,7 @@ def build_from_groups(
 def build_optimizer(model: nn.Module, config: OptimConfig, mesh: Any = None) -> torch.optim.Optimizer:
     n_head = getattr(getattr(model, "config", None), "n_head", None)
     routing = routing_of(model)
-    return build_from_groups(param_groups(model, config, routing), config, mesh, n_head, routing)
+    optimizer = build_from_groups(param_groups(model, config, routing), config, mesh, n_head, routing)
+    if isinstance(optimizer, OrthogonalizedOptimizer):
+        optimizer.rule.observe_model(model, mesh)  # forward hooks of rules that read activations
+    return optimizer

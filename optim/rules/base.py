@@ -156,6 +156,10 @@ class MatrixRule(ABC, Generic[HParamsT, CarryT, StatsT]):
         resolved once by the build): that Newton-Schulz itself unless the rule has its own."""
         return newton_schulz
 
+    def observe_model(self, model: Any, mesh: Any = None) -> None:
+        """Called once by optim.build.build_optimizer with the model the optimizer steps (and its device
+        mesh): a rule that reads activations registers its forward hooks here (Schatten-p). Default: none."""
+
     def summarize(self, stats: list[StatsT], reduce_max: ReduceFn) -> dict[str, float]:
         """Rule-specific diagnostics from the last step's per-matrix stats (default: none)."""
         return {}
