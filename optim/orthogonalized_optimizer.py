@@ -23,6 +23,9 @@ Parameters may be FSDP2 DTensors sharded on dim 0: the rules see ``p.to_local()`
 
 State is created eagerly in __init__; every entry (``step`` included) is a tensor, so
 ``state_dict`` / ``load_state_dict`` round-trip exactly and torch.distributed.checkpoint can save it.
+A transform's whole-matrix state (ARO's rotation: optim.orthogonalize.owner_state) is not in
+``self.state``: ``owner_state`` holds it on each matrix's owner rank; ``state_dict`` adds it to the
+parameter's entry row-sharded like the parameter and ``load_state_dict`` gathers it back (collectives).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import torch
 from optim.adamw import AdamWHParams, adamw_direction, adamw_step_
 from optim.dtensor import local
 from optim.orthogonalize.from_mesh import MatrixDistribution
+from optim.orthogonalize.owner_state import OwnerStateStore
 from optim.role_rules import RoleRules
 from optim.routing import RoutingError, RoutingTable
 from optim.rules.base import MatrixContext, MatrixRule, MatrixStats
@@ -84,6 +88,11 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
         self.reduce_max = distribution.reduce_max
         self._check_groups(routing)
         self._init_state()
+        matrices = [p for g in self.param_groups if g["role"] == "matrix" for p in g["params"]]
+        self.owner_state = OwnerStateStore(matrices if rule.uses_transform else [], self.orthogonalizer)
+        clash = {n for e in self.owner_state.entries for n in e} & {k for p in matrices for k in self.state[p]}
+        if clash:
+            raise ValueError(f"owner-resident state entries {sorted(clash)} clash with '{rule.name}''s own state keys")
         self._last_stats: list[tuple[int, MatrixStats]] = []  # (group index, stats)
         self._last_role_stats: list[tuple[int, MatrixStats]] = []
         self._last_lr: dict[int, float] = {}
@@ -157,7 +166,7 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
 
     def _step_matrices(self) -> None:
         work = []  # (group index, local param, local state, carry, ctx)
-        blocks, shapes = [], []
+        blocks, shapes, params = [], [], []
         for gi, group in enumerate(self.param_groups):
             if group["role"] != "matrix":
                 continue
@@ -170,10 +179,16 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
                 ns_input, carry = self.rule.before_orthogonalize(local_state, local(p.grad), ctx)
                 blocks.append(ns_input)
                 shapes.append(ctx.full_shape)
+                params.append(p)
                 work.append((gi, local(p), local_state, carry, ctx))
         if not work:
             return
-        orthos = self.orthogonalizer.orthogonalize_all(blocks, shapes) if self.rule.uses_transform else blocks
+        if not self.rule.uses_transform:
+            orthos = blocks
+        elif self.owner_state.stateful:
+            orthos = self.orthogonalizer.orthogonalize_all(blocks, shapes, states=self.owner_state.for_step(params))
+        else:
+            orthos = self.orthogonalizer.orthogonalize_all(blocks, shapes)
         self._last_stats = [
             (gi, self.rule.after_orthogonalize(state, param, ortho, carry, ctx))
             for (gi, param, state, carry, ctx), ortho in zip(work, orthos)
@@ -211,6 +226,32 @@ class OrthogonalizedOptimizer(torch.optim.Optimizer):
             adamw_step_(self.adamw_impl, params, [p.grad for p in params], [self.state[p] for p in params],
                         beta1=beta1, beta2=beta2, lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
                         eps=self.adamw_eps)
+
+    # ---- checkpoints: the owner-resident state travels row-sharded ---------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """torch's, plus each matrix's owner-resident entries, row-sharded (a collective when there are any)."""
+        sd = super().state_dict()
+        if self.owner_state.stateful:
+            position = {id(p): n for n, p in enumerate(p for g in self.param_groups for p in g["params"])}
+            for i, entries in self.owner_state.row_sharded().items():
+                key = position[id(self.owner_state.params[i])]
+                sd["state"][key] = {**sd["state"][key], **entries}
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's, after taking out the owner-resident entries, which are then gathered to their holders
+        (a collective when there are any). Keys may be indices or names (DCP's get/set_state_dict)."""
+        if not self.owner_state.stateful:
+            return super().load_state_dict(state_dict)
+        state = {k: dict(v) for k, v in state_dict["state"].items()}
+        saved = [key for g in state_dict["param_groups"] for key in g["params"]]
+        position = {id(p): n for n, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        values = {}
+        for i, (p, entries) in enumerate(zip(self.owner_state.params, self.owner_state.entries)):
+            own = state.get(saved[position[id(p)]], {}) if position[id(p)] < len(saved) else {}
+            values[i] = {name: own.pop(name) for name in entries if name in own}
+        super().load_state_dict({**state_dict, "state": state})
+        self.owner_state.load_row_sharded(values)
 
     # ---- diagnostics --------------------------------------------------------------------------
     @torch.no_grad()

@@ -29,6 +29,11 @@ over them (one all-reduce of a cols x cols stack per step), the update X_r <- a 
 (optim.orthogonalize.newton_schulz, ``gram_sum``). ``auto`` picks the mode per matrix with the cost
 model of optim.orthogonalize.cost_model; these iterations run while the first gather is in flight.
 
+Owner-resident state (optim.orthogonalize.owner_state): a stateful transform's whole-matrix state stays
+on the owner (``state_holders``: the plan's owners; every rank when replicated) and never travels during a
+step; ``owner_to_rows`` / ``rows_to_owner`` (one all_to_all each) turn it into row blocks and back for
+checkpoints, as the gather and return above do for the matrices.
+
 ``ReplicatedOrthogonalizer`` is the comparison baseline (``optim.orthogonalize.distributed:
 replicated``): every rank gathers every matrix and orthogonalizes all of them.
 
@@ -38,6 +43,7 @@ transform only what ``MatrixTransform`` (optim.orthogonalize.transform) declares
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -100,6 +106,13 @@ def make_buckets(ids: list[int], full_shapes, bucket_elements: int) -> list[list
     return buckets
 
 
+def _row_layout(shapes, world_size: int):
+    """Per tensor: its dim-0 split over the ranks, each rank's first row, and the elements per row."""
+    split = [row_split(s[0], world_size) for s in shapes]
+    start = [[sum(sp[:d]) for d in range(world_size)] for sp in split]
+    return split, start, [math.prod(s[1:]) for s in shapes]
+
+
 class _Pending:
     """An all-to-all in flight (or done, when not overlapping): its buffers and handle."""
 
@@ -138,12 +151,15 @@ class _Exchange:
             splits.append(split)
         return splits
 
-    def _start(self, send: list[list[torch.Tensor]], recv_numel: list[int], device, async_op: bool = False) -> _Pending:
-        """One all_to_all: send[d] (tensors, flattened and concatenated) goes to rank d."""
+    def _start(self, send: list[list[torch.Tensor]], recv_numel: list[int], device, async_op: bool = False,
+               dtype: torch.dtype | None = None) -> _Pending:
+        """One all_to_all: send[d] (tensors, flattened and concatenated) goes to rank d, in ``dtype``
+        (default: the exchange's comm dtype)."""
+        dtype = dtype or self.comm_dtype
         send_numel = [sum(t.numel() for t in parts) for parts in send]
-        flat = [t.reshape(-1).to(self.comm_dtype) for parts in send for t in parts]
-        send_buf = torch.cat(flat) if flat else torch.empty(0, dtype=self.comm_dtype, device=device)
-        recv_buf = torch.empty(sum(recv_numel), dtype=self.comm_dtype, device=device)
+        flat = [t.reshape(-1).to(dtype) for parts in send for t in parts]
+        send_buf = torch.cat(flat) if flat else torch.empty(0, dtype=dtype, device=device)
+        recv_buf = torch.empty(sum(recv_numel), dtype=dtype, device=device)
         work = dist.all_to_all_single(recv_buf, send_buf, recv_numel, send_numel, group=self.group, async_op=async_op)
         self.sent_elements += sum(n for d, n in enumerate(send_numel) if d != self.rank)
         return _Pending(work, send_buf, recv_buf, recv_numel)
@@ -162,12 +178,53 @@ class _Exchange:
         pieces = pieces_by_source(recv, mine, lambda i, source: (splits[i][source], cols[i]))
         return {i: torch.cat(pieces[i]) for i in mine}
 
-    def _orthogonalize_whole(self, matrices: dict[int, torch.Tensor], full_shapes) -> dict[int, torch.Tensor]:
-        """NS of whole matrices, batched by shape (LocalOrthogonalizer does the stacking)."""
+    def _orthogonalize_whole(self, matrices: dict[int, torch.Tensor], full_shapes, states=None) -> dict[int, torch.Tensor]:
+        """NS of whole matrices, batched by shape (LocalOrthogonalizer does the stacking); ``states``:
+        every matrix's owner-resident state (optim.orthogonalize.owner_state), held here for these."""
         ids = sorted(matrices)
         self.ns_flops += sum(self.local.flops(*full_shapes[i]) for i in ids)
-        results = self.local.orthogonalize_all([matrices[i] for i in ids], [full_shapes[i] for i in ids])
+        results = self.local.orthogonalize_all([matrices[i] for i in ids], [full_shapes[i] for i in ids],
+                                               None if states is None else [states[i] for i in ids])
         return dict(zip(ids, results))
+
+    # ---- owner-resident state (optim.orthogonalize.owner_state): whole on its holder <-> row blocks ----
+    def owner_to_rows(self, holders, wholes, shapes, dtypes, device) -> list[torch.Tensor]:
+        """Collective. Item j (a tensor of ``shapes[j]``, whole on rank ``holders[j]``; -1: on every rank)
+        -> this rank's dim-0 block of it (``row_split``: FSDP2's Shard(0)); one all_to_all per dtype."""
+        W, me = self.world_size, self.rank
+        split, start, width = _row_layout(shapes, W)
+        out: list[torch.Tensor | None] = [None] * len(shapes)
+        for j, holder in enumerate(holders):
+            if holder == -1:
+                out[j] = wholes[j][start[j][me]:start[j][me] + split[j][me]].clone()
+        for dtype in dict.fromkeys(dtypes):
+            moving = [j for j, h in enumerate(holders) if h >= 0 and dtypes[j] == dtype]
+            send = [[wholes[j][start[j][d]:start[j][d] + split[j][d]] for j in moving if holders[j] == me]
+                    for d in range(W)]
+            recv_numel = [sum(split[j][me] * width[j] for j in moving if holders[j] == s) for s in range(W)]
+            for source, buf in enumerate(self._start(send, recv_numel, device, dtype=dtype).result()):
+                theirs = [j for j in moving if holders[j] == source]
+                pieces = pieces_by_source([buf], theirs, lambda j, _: (split[j][me], width[j]))
+                for j in theirs:
+                    out[j] = pieces[j][0].reshape(split[j][me], *shapes[j][1:]).clone()
+        return out
+
+    def rows_to_owner(self, holders, blocks, shapes, dtypes, device) -> list[torch.Tensor | None]:
+        """Collective, the inverse of ``owner_to_rows``: each rank's dim-0 blocks -> the whole tensor on
+        its holder (on every rank for -1; None elsewhere)."""
+        W, me = self.world_size, self.rank
+        split, _, width = _row_layout(shapes, W)
+        out: list[torch.Tensor | None] = [None] * len(shapes)
+        for dtype in dict.fromkeys(dtypes):
+            items = [j for j in range(len(shapes)) if dtypes[j] == dtype]
+            send = [[blocks[j] for j in items if holders[j] in (-1, d)] for d in range(W)]
+            mine = [j for j in items if holders[j] in (-1, me)]
+            recv_numel = [sum(split[j][s] * width[j] for j in mine) for s in range(W)]
+            recv = self._start(send, recv_numel, device, dtype=dtype).result()
+            pieces = pieces_by_source(recv, mine, lambda j, source: (split[j][source], width[j]))
+            for j in mine:
+                out[j] = torch.cat(pieces[j]).reshape(shapes[j])
+        return out
 
 
 @dataclass(frozen=True)
@@ -232,7 +289,11 @@ class ShardedOrthogonalizer(_Exchange):
         buckets = make_buckets(owner_ids, shapes, self.bucket_elements)
         return ExchangePlan(tuple(modes), tuple(owners), tuple(map(tuple, buckets)))
 
-    def orthogonalize_all(self, blocks, full_shapes):
+    def state_holders(self, full_shapes) -> list[int]:
+        """The rank holding each matrix's owner-resident state: its owner."""
+        return list(self.plan(full_shapes).owners)
+
+    def orthogonalize_all(self, blocks, full_shapes, states=None):
         if not blocks:
             return []
         self.sent_elements = self.ns_flops = self.reduced_elements = 0
@@ -256,7 +317,7 @@ class ShardedOrthogonalizer(_Exchange):
             recv = gathers[b].result()
             gathers[b] = None  # its buffers can go once assembled
             mine = owned[b][me]
-            orthos = self._orthogonalize_whole(self._assemble(recv, mine, splits, cols), full_shapes)
+            orthos = self._orthogonalize_whole(self._assemble(recv, mine, splits, cols), full_shapes, states)
             # return: rank d's rows of each of my results go back to d
             starts = {i: [sum(splits[i][:d]) for d in range(W)] for i in mine}
             send = [[orthos[i][starts[i][d]:starts[i][d] + splits[i][d]] for i in mine] for d in range(W)]
@@ -303,7 +364,11 @@ class ShardedOrthogonalizer(_Exchange):
 class ReplicatedOrthogonalizer(_Exchange):
     """Every rank gathers every matrix and orthogonalizes all of them (the baseline)."""
 
-    def orthogonalize_all(self, blocks, full_shapes):
+    def state_holders(self, full_shapes) -> list[int]:
+        """Every rank transforms (and so holds the state of) every matrix."""
+        return [-1] * len(full_shapes)
+
+    def orthogonalize_all(self, blocks, full_shapes, states=None):
         if not blocks:
             return []
         self.sent_elements = self.ns_flops = 0
@@ -312,6 +377,6 @@ class ReplicatedOrthogonalizer(_Exchange):
         cols = [shape[1] for shape in full_shapes]
         everything = list(range(len(blocks)))
         recv = self._start_gather(blocks, splits, cols, lambda rank: everything).result()
-        orthos = self._orthogonalize_whole(self._assemble(recv, everything, splits, cols), full_shapes)
+        orthos = self._orthogonalize_whole(self._assemble(recv, everything, splits, cols), full_shapes, states)
         start = [sum(split[:me]) for split in splits]
         return [orthos[i][start[i]:start[i] + splits[i][me]].to(blocks[i].dtype) for i in range(len(blocks))]

@@ -8,7 +8,9 @@ optimizer depends on nothing else):
     orthogonalize_all(blocks: list[Tensor], full_shapes: list[tuple[int, int]]) -> list[Tensor]
         blocks[i] is the local row block of matrix i (the whole matrix in one process) and
         full_shapes[i] its full (rows, cols); returns transform(full matrix i) restricted to the same
-        rows as blocks[i], in blocks[i]'s dtype. Inputs are not modified.
+        rows as blocks[i], in blocks[i]'s dtype. Inputs are not modified. A transform with
+        owner-resident state (optim.orthogonalize.owner_state) is also given ``states``: matrix i's
+        entries (name -> tensor, updated in place), empty where another rank holds them.
 
 ``LocalOrthogonalizer`` is the single-process one: it stacks same-shape matrices and calls the
 transform once per shape. Under FSDP2, ``optim.orthogonalize.exchange`` moves row blocks to
@@ -25,12 +27,14 @@ import torch
 
 from optim.hparams import check_in, check_int_at_least
 from optim.orthogonalize.newton_schulz import METHODS, NS_COEFFICIENTS, NewtonSchulz
+from optim.orthogonalize.owner_state import stack_state, unstack_state_
 from optim.orthogonalize.transform import MatrixTransform
 
 
 class Orthogonalizer(Protocol):
     def orthogonalize_all(
-        self, blocks: list[torch.Tensor], full_shapes: list[tuple[int, int]]
+        self, blocks: list[torch.Tensor], full_shapes: list[tuple[int, int]],
+        states: list[dict[str, torch.Tensor]] | None = None,
     ) -> list[torch.Tensor]: ...
 
 
@@ -60,7 +64,7 @@ class LocalOrthogonalizer:
     def flops(self, rows: int, cols: int) -> int:
         return self.transform.flops(rows, cols)
 
-    def orthogonalize_all(self, blocks, full_shapes):
+    def orthogonalize_all(self, blocks, full_shapes, states=None):
         by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, (block, shape) in enumerate(zip(blocks, full_shapes)):
             if tuple(block.shape) != tuple(shape):
@@ -72,7 +76,13 @@ class LocalOrthogonalizer:
         out: list[torch.Tensor | None] = [None] * len(blocks)
         for indices in by_shape.values():
             stack = torch.stack([blocks[i] for i in indices]) if len(indices) > 1 else blocks[indices[0]].unsqueeze(0)
-            result = self.transform(stack)
+            if states is None:
+                result = self.transform(stack)
+            else:  # the state of these matrices, stacked, updated by the transform, copied back
+                stores = [states[i] for i in indices]
+                stacked = stack_state(stores)
+                result = self.transform(stack, stacked)
+                unstack_state_(stores, stacked)
             for i, matrix in zip(indices, result.unbind(0)):
                 out[i] = matrix
         return out

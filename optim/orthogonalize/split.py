@@ -12,12 +12,14 @@ chosen by shape. It happens where the whole matrix is: on the owner rank of the 
 any row split of FSDP2 (12 heads on 8 ranks, shards that cut through a head), through the same
 exchange, and gives what one process gives. The owner balancing counts the split transform's FLOPs.
 ``SplitRows`` wraps any MatrixTransform (Newton-Schulz, a spectral power); the build wraps the rule's.
+A stateful inner transform (optim.orthogonalize.owner_state) keeps one state per block: each entry of
+a split matrix gets a leading ``pieces`` dimension.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -67,8 +69,18 @@ class SplitRows(MatrixTransform):
     def pieces(self, rows: int, cols: int) -> int:
         return row_pieces(rows, cols, self.split, self.n_head)
 
-    def __call__(self, stack: torch.Tensor) -> torch.Tensor:
-        return transform_row_blocks(stack, self.pieces(*stack.shape[-2:]), self.inner)
+    def owner_state(self, rows: int, cols: int) -> dict:
+        pieces = self.pieces(rows, cols)
+        entries = self.inner.owner_state(rows // pieces, cols)
+        return entries if pieces == 1 else {n: replace(e, shape=(pieces, *e.shape)) for n, e in entries.items()}
+
+    def __call__(self, stack: torch.Tensor, state: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        pieces = self.pieces(*stack.shape[-2:])
+        if state is None:
+            return transform_row_blocks(stack, pieces, self.inner)
+        # (batch, pieces, *shape) -> (batch * pieces, *shape): views, so the inner updates write through
+        flat = {n: t.view(t.shape[0] * t.shape[1], *t.shape[2:]) if pieces > 1 else t for n, t in state.items()}
+        return transform_row_blocks(stack, pieces, lambda blocks: self.inner(blocks, flat))
 
     def flops(self, rows: int, cols: int) -> int:
         pieces = self.pieces(rows, cols)

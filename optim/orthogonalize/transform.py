@@ -13,6 +13,13 @@ ROOT's quantile clip; a choice keyed on the full shape: ROOT's coefficient table
 belongs inside the transform, where ``stack.shape[-2:]`` is the full shape (a split's block under
 ``optim.orthogonalize.split``). Such a transform keeps ``supports_row_shards`` False.
 
+A transform may keep WHOLE-MATRIX STATE from step to step (ARO's rotation, FISMO's factors): it
+declares its entries per full shape and is then called with them, held on the matrix's owner rank and
+row-sharded only in checkpoints (the contract in full: optim/orthogonalize/owner_state.py):
+
+    owner_state(rows, cols) -> {name: OwnerStateEntry}   default {}: stateless
+    __call__(stack, state) -> stack     ``state[name]``: (batch, *shape), updated in place
+
 A transform may run on the row shards FSDP2 holds (optim.orthogonalize.row_shards). That ability is
 declared here with the answer of a transform that lacks it, so callers ask every transform alike:
 
@@ -54,6 +61,11 @@ class MatrixTransform(ABC):
     @abstractmethod
     def flops(self, rows: int, cols: int) -> int:
         """Multiply-add FLOPs (2 per MAC) of one rows x cols matrix."""
+
+    def owner_state(self, rows: int, cols: int) -> dict:
+        """The whole-matrix state entries of one rows x cols matrix (name -> OwnerStateEntry of
+        optim.orthogonalize.owner_state); non-empty: ``__call__`` takes them as its second argument."""
+        return {}
 
     def supports_row_shards(self, rows: int, cols: int) -> bool:
         """Whether a rows x cols matrix can be transformed on its row shards."""
