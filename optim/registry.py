@@ -20,6 +20,7 @@ from optim.rules.namo_d import NAMODHParams, NAMODRule
 from optim.rules.normuon import NorMuonHParams, NorMuonRule
 from optim.rules.root import ROOTHParams, ROOTRule
 from optim.rules.rownorm import RowNormHParams, RowNormRule
+from optim.rules.schatten import SchattenHParams, SchattenRule
 from optim.rules.spectral import SpectralAdamHParams, SpectralAdamRule, SpectralMomentumHParams, SpectralMomentumRule
 
 
@@ -41,6 +42,7 @@ OPTIMIZERS: dict[str, RegistryEntry] = {
     "auon":    RegistryEntry(rule=AuONRule,    hparams=AuONHParams),     # arXiv 2509.24320
     "root":    RegistryEntry(rule=ROOTRule,    hparams=ROOTHParams),     # arXiv 2511.20626
     "rownorm": RegistryEntry(rule=RowNormRule, hparams=RowNormHParams),  # arXiv 2605.18106
+    "schatten": RegistryEntry(rule=SchattenRule, hparams=SchattenHParams),  # arXiv 2605.19781 (reading; no authors' code)
 }
 
 

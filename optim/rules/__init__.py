@@ -7,4 +7,5 @@
     auon      AuON (default, hybrid, paper2025)
     root      ROOT (quantile-clipped momentum, then Newton-Schulz)
     rownorm   RowNormM (row-normalized momentum; also the embedding group's rule)
+    schatten  adaptive Schatten-p (U S^(1/p) V^T, p per layer from gradient and activation spectra)
 """
