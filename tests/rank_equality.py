@@ -32,7 +32,7 @@ REGISTERED = tuple(REGISTRY)
 
 # named variants ("<name>+<variant>": the optim.matrix keys in VARIANTS below)
 NAMED_VARIANTS = ("spectral_msgd+p0", "spectral_adam+p0.25", "auon+hybrid", "auon+paper2025", "rownorm+col",
-                  "muon+rownorm_head")
+                  "muon+rownorm_head", "schatten+every_step")
 # every registered optimizer, plus the named variants: a new registry row is in the equality tests
 OPTIMIZERS = (*REGISTERED, *NAMED_VARIANTS)
 # p0: 5 quintic steps, not the authors' 15: 15 steps of the non-convergent quintic amplify rounding
@@ -42,7 +42,10 @@ VARIANTS = {"p0": {"power": 0.0, "lr": 0.007, "orthogonalize.steps": 5}, "p0.25"
             "paper2025": {"variant": "paper2025", "gamma": 1.0},
             # RowNormM's reductions: column norms (col), the centered head's mean (the embedding role rule)
             "col": {"orientation": "col", "embedding.rownorm.orientation": "col"},
-            "rownorm_head": {"embedding.rule": "rownorm", "embedding.rownorm.center_head": True, "embedding.lr": 0.05}}
+            "rownorm_head": {"embedding.rule": "rownorm", "embedding.rownorm.center_head": True, "embedding.lr": 0.05},
+            # Schatten-p: spectra measured and p re-selected every step (EMA over 3 measurements), the
+            # activation Grams all-reduced over the ranks; muon_frobenius: one more reduction per matrix
+            "every_step": {"recompute_every": 1, "update_scale": "muon_frobenius"}}
 # bias=False: the key bias of attention gets an exactly-zero gradient in exact arithmetic (softmax is
 # shift invariant), so in floating point it is pure rounding noise that AdamW's g / (|g| + eps) turns
 # into O(lr) steps of arbitrary sign: ill-conditioned in ANY split of the batch, not a sharding error.
@@ -110,6 +113,10 @@ def build(kind: str, name: str, mesh, variant: str = "sharded"):
              "lr": float(cfg.vector.lr), "weight_decay": float(cfg.vector.weight_decay)},
         ]
     optimizer = build_from_groups(groups, optim_config(cfg), mesh, n_head=ODD_GPT.n_head if kind == "gpt" else None)
+    if hasattr(optimizer, "rule"):
+        optimizer.rule.observe_model(model, mesh)  # as build_optimizer does (Schatten-p's activation hooks)
+    if variant == "no_input_reduce":  # a mutation: each rank's activation Gram alone
+        optimizer.rule.inputs.group = None
     if variant == "no_reduce":
         optimizer.reduce_sum = identity_reduce
     if variant == "auto_rows" and mesh is not None:

@@ -116,7 +116,7 @@ def test_the_grid_index_rides_in_the_norm_and_survives_bf16():
     assert decode_grid_index(X).tolist() == [0, 7, 10]
     assert decode_grid_index(X.bfloat16()).tolist() == [0, 7, 10]  # optim.orthogonalize.comm_dtype=bfloat16
     assert decode_grid_index(torch.zeros(1, 4, 4)).tolist() == [-1]
-    with pytest.raises(ValueError, match="split must be none"):  # a split block's norm carries no index
+    with pytest.raises(ValueError, match="no grid index"):  # a split block's norm carries no index
         decode_grid_index(X[:, :7])
 
 
@@ -195,3 +195,37 @@ class SimpleNS:
 
     def __init__(self, steps, compute_dtype):
         self.steps, self.compute_dtype = steps, compute_dtype
+
+
+# ---- sharded equals one process (real gloo ranks; the registry-derived lists of tests/rank_equality.py
+# run the default at W = 2 and 4 too; these add the every-step measurement, HSDP and the mutation) ------
+SHARDED = [(kind, "schatten+every_step", mode) for kind in ("gpt", "mlp") for mode in ("sharded", "replicated")]
+W4 = [*SHARDED, ("gpt", "schatten+every_step", "hsdp")]
+NO_INPUT_REDUCE = ("gpt", "schatten+every_step", "no_input_reduce")
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_sharded_steps_with_activation_all_reduce_equal_one_process(world_size):
+    from tests.rank_equality import check_equal, distributed_worker, moved, reference
+    from tests.spawn_ranks import run_ranks
+
+    cases = W4 if world_size == 4 else SHARDED
+    ranks = run_ranks(distributed_worker, world_size, cases)
+    for case in cases:
+        result = reference(*case[:2])
+        assert moved(*case[:2], result) > 1e-3
+        check_equal(case, result, ranks)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_without_the_activation_all_reduce_the_ranks_disagree_and_the_owner_says_so():
+    """Each rank's own tokens give each rank its own p: the rows of one matrix reach the owner with
+    different grid indices in their scales, and the transform refuses the matrix instead of mixing them."""
+    from tests.rank_equality import distributed_worker
+    from tests.spawn_ranks import run_ranks
+
+    with pytest.raises(RuntimeError, match="carries no grid index"):
+        run_ranks(distributed_worker, 2, [NO_INPUT_REDUCE])

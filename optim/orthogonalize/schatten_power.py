@@ -90,8 +90,9 @@ def decode_grid_index(stack: torch.Tensor) -> torch.Tensor:
     index = torch.where(norm < 0.5, torch.full_like(index, -1.0), index)
     off = ((norm - 1.0 - index).abs() > 0.25) & (norm >= 0.5)
     if bool(off.any()):
-        raise ValueError("the Schatten-p transform got a matrix whose norm carries no grid index; "
-                         "optim.orthogonalize.split must be none for optim=schatten")
+        raise ValueError("the Schatten-p transform got a matrix whose norm carries no grid index (a block of "
+                         "optim.orthogonalize.split, which must be none for optim=schatten, or ranks that "
+                         "disagree on p)")
     return index.long()
 
 
