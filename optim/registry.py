@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from optim.rules.adago import AdaGOHParams, AdaGORule
+from optim.rules.aro import AROHParams, ARORule
 from optim.rules.auon import AuONHParams, AuONRule
 from optim.rules.base import MatrixRule, MomentumHParams, RuleHParams
 from optim.rules.muon import MuonRule
@@ -43,6 +44,7 @@ OPTIMIZERS: dict[str, RegistryEntry] = {
     "root":    RegistryEntry(rule=ROOTRule,    hparams=ROOTHParams),     # arXiv 2511.20626
     "rownorm": RegistryEntry(rule=RowNormRule, hparams=RowNormHParams),  # arXiv 2605.18106
     "schatten": RegistryEntry(rule=SchattenRule, hparams=SchattenHParams),  # arXiv 2605.19781 (reading; no authors' code)
+    "aro":     RegistryEntry(rule=ARORule,     hparams=AROHParams),      # arXiv 2602.09006 (reading; no authors' code)
 }
 
 

@@ -7,5 +7,6 @@
     auon      AuON (default, hybrid, paper2025)
     root      ROOT (quantile-clipped momentum, then Newton-Schulz)
     rownorm   RowNormM (row-normalized momentum; also the embedding group's rule)
+    aro       ARO-Sinkhorn (rotated steepest descent; its transform: optim/orthogonalize/rotated.py)
     schatten  adaptive Schatten-p (U S^(1/p) V^T, p per layer from gradient and activation spectra)
 """
