@@ -1,4 +1,4 @@
-"""ROOT and RowNormM through the real train.py: two torchrun ranks train (the loss falls), and the
+"""ROOT, RowNormM and Schatten-p through the real train.py: two torchrun ranks train (the loss falls), and the
 DCP checkpoint they write mid-run resumes in one process to the same next losses as the
 uninterrupted two-rank run (optimizer state resharded from W = 2 to W = 1).
 
@@ -20,6 +20,8 @@ CASES = {
     "root": ["optim=root", "optim.embedding.rule=rownorm", "optim.embedding.rownorm.center_head=true",
              "optim.embedding.lr=0.05"],
     "rownorm": ["optim=rownorm"],
+    # p measured at steps 1, 4, 7: the step-7 selection reads the spectra EMA the checkpoint restored
+    "schatten": ["optim=schatten", "optim.matrix.recompute_every=3"],
 }
 
 

@@ -229,3 +229,38 @@ def test_without_the_activation_all_reduce_the_ranks_disagree_and_the_owner_says
 
     with pytest.raises(RuntimeError, match="carries no grid index"):
         run_ranks(distributed_worker, 2, [NO_INPUT_REDUCE])
+
+
+def test_dcp_resume_restores_p_and_the_spectra_and_continues_exactly(tmp_path):
+    """p, the two spectrum EMAs and the measurement count go through torch.distributed.checkpoint (the
+    trainer's format) and the resumed run's next measurement (step 7, K = 3) and steps are the same."""
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
+    from tests.test_optim_training import build_optimizer, optim_cfg, tiny_model, train
+
+    def build(seed):
+        model = tiny_model(seed)
+        return model, build_optimizer(model, optim_cfg("schatten", recompute_every=3))
+
+    model, opt = build(0)
+    train(model, opt, 4)  # measures at steps 1 and 4
+    matrices = [p for g in opt.param_groups if g["role"] == "matrix" for p in g["params"]]
+    assert any(float(opt.state[p]["schatten_p"]) != 64.0 for p in matrices)  # the restore has something to do
+    assert all(float(opt.state[p]["spectrum_count"]) == 2 for p in matrices)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # DCP's single-process notice
+        dcp.save({"model": model.state_dict(), "optim": get_optimizer_state_dict(model, opt)}, checkpoint_id=tmp_path)
+        resumed, resumed_opt = build(1)
+        target = {"model": resumed.state_dict(), "optim": get_optimizer_state_dict(resumed, resumed_opt)}
+        dcp.load(target, checkpoint_id=tmp_path)
+    resumed.load_state_dict(target["model"])
+    set_optimizer_state_dict(resumed, resumed_opt, target["optim"])
+    names = ("schatten_p", "grad_spectrum", "input_spectrum", "spectrum_count", "input_slot")
+    for p, q in zip(matrices, (p for g in resumed_opt.param_groups if g["role"] == "matrix" for p in g["params"])):
+        assert all(torch.equal(opt.state[p][k], resumed_opt.state[q][k]) for k in names)
+    assert train(model, opt, 4, start=4) == train(resumed, resumed_opt, 4, start=4)
+    for (n, a), (_, b) in zip(model.named_parameters(), resumed.named_parameters()):
+        assert torch.equal(a, b), n
