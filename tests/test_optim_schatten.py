@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from optim.config import load_optim_config
 from optim.orthogonalize.newton_schulz import NS_EPS, orthogonalize
-from optim.orthogonalize.schatten_power import (SchattenNewtonSchulz, composed_map, decode_grid_index, encode_grid_index,
+from optim.orthogonalize.schatten_power import (SchattenNewtonSchulz, composed_map, decode_grid_index, encode_grid_index_,
                                                 fit_odd_quintic, per_step_exponent, schatten_coefficients)
 from optim.rules.schatten import SchattenRule, criterion, input_norm_order, schatten_norm, select_exponent
 from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
@@ -39,7 +39,7 @@ def matrix_with_singular_values(sigma, rows: int, cols: int, seed: int = 0) -> t
 
 def transform_at(M: torch.Tensor, p: float, steps: int = 5) -> torch.Tensor:
     """The transform of M with exponent p, fed as the rule feeds it (the grid index in the norm)."""
-    X = encode_grid_index(M / torch.linalg.matrix_norm(M), GRID.index(p))
+    X = encode_grid_index_(M.clone(), float(torch.linalg.matrix_norm(M)), GRID.index(p))
     return SchattenNewtonSchulz(grid=GRID, steps=steps, compute_dtype=F64)(X.unsqueeze(0))[0]
 
 
@@ -112,7 +112,7 @@ def test_large_p_tends_to_muon_on_a_well_conditioned_matrix():
 
 def test_the_grid_index_rides_in_the_norm_and_survives_bf16():
     M = torch.randn(3, 20, 9, generator=torch.Generator().manual_seed(0))
-    X = torch.stack([encode_grid_index(m / m.norm(), i) for m, i in zip(M, (0, 7, 10))])
+    X = torch.stack([encode_grid_index_(m.clone(), float(m.norm()), i) for m, i in zip(M, (0, 7, 10))])
     assert decode_grid_index(X).tolist() == [0, 7, 10]
     assert decode_grid_index(X.bfloat16()).tolist() == [0, 7, 10]  # optim.orthogonalize.comm_dtype=bfloat16
     assert decode_grid_index(torch.zeros(1, 4, 4)).tolist() == [-1]

@@ -76,10 +76,10 @@ def composed_map(x: torch.Tensor, triplets: tuple[Triplet, ...]) -> torch.Tensor
     return x
 
 
-def encode_grid_index(normalized: torch.Tensor, index: int) -> torch.Tensor:
-    """The transform input of a matrix whose exponent is grid[index]: (1 + index) M / ||M||_F, given
-    M / ||M||_F (in place)."""
-    return normalized.mul_(1.0 + index)
+def encode_grid_index_(matrix: torch.Tensor, frobenius_norm: float, index: int) -> torch.Tensor:
+    """The transform input of a matrix whose exponent is grid[index], in place: (1 + index) M / ||M||_F
+    (a zero matrix stays zero)."""
+    return matrix.mul_((1.0 + index) / frobenius_norm if frobenius_norm > 0 else 0.0)
 
 
 def decode_grid_index(stack: torch.Tensor) -> torch.Tensor:
@@ -113,19 +113,24 @@ class SchattenNewtonSchulz(MatrixTransform):
             schatten_coefficients(float(p), self.steps)  # validates p and N, fills the cache
 
     def __call__(self, stack: torch.Tensor) -> torch.Tensor:
-        rows, cols = stack.shape[-2:]
         index = decode_grid_index(stack)
+        present = index.unique().tolist()
+        if len(present) == 1 and present[0] >= 0:  # one exponent for the whole stack: no gather / scatter
+            return self._iterate(stack, present[0]).to(stack.dtype)
         out = torch.zeros_like(stack)  # zero matrices (index -1) stay zero
-        for i in index.unique().tolist():
+        for i in present:
             if i < 0:
                 continue
-            if i >= len(self.grid):
-                raise ValueError(f"grid index {i} outside optim.matrix.p_grid ({len(self.grid)} values)")
             mask = index == i
-            triplets = schatten_coefficients(float(self.grid[i]), self.steps)
-            result = newton_schulz_iterate(stack[mask], triplets, self.compute_dtype, right_form=rows > cols)
-            out[mask] = result.to(stack.dtype)
+            out[mask] = self._iterate(stack[mask], i).to(stack.dtype)
         return out
+
+    def _iterate(self, stack: torch.Tensor, i: int) -> torch.Tensor:
+        if i >= len(self.grid):
+            raise ValueError(f"grid index {i} outside optim.matrix.p_grid ({len(self.grid)} values)")
+        rows, cols = stack.shape[-2:]
+        triplets = schatten_coefficients(float(self.grid[i]), self.steps)
+        return newton_schulz_iterate(stack, triplets, self.compute_dtype, right_form=rows > cols)
 
     def flops(self, rows: int, cols: int) -> int:
         return newton_schulz_flops(rows, cols, self.steps)

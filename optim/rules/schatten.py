@@ -48,7 +48,7 @@ import torch
 from optim.hparams import check_beta, check_in, check_int_at_least
 from optim.input_grams import InputGrams, data_parallel_group, linear_modules_of
 from optim.orthogonalize.newton_schulz import NewtonSchulz
-from optim.orthogonalize.schatten_power import MAX_GRID, SchattenNewtonSchulz, encode_grid_index
+from optim.orthogonalize.schatten_power import MAX_GRID, SchattenNewtonSchulz, encode_grid_index_
 from optim.rules.base import MatrixContext, MatrixRule, MatrixStats, MomentumHParams, nesterov_momentum_, statistic_dtype
 from optim.rules.muon import muon_apply_
 
@@ -193,8 +193,8 @@ class SchattenRule(MatrixRule[SchattenHParams, SchattenCarry, SchattenStats]):
         index = self.grid_index(float(state["schatten_p"]))
         p = self.grid[index]
         norm = ctx.reduce_sum(U.float().square().sum()).sqrt()
-        X = U / norm.clamp(min=torch.finfo(torch.float32).tiny).to(U.dtype) if float(norm) > 0 else torch.zeros_like(U)
-        return encode_grid_index(X, index), SchattenCarry(p=p, input_norm=norm)
+        X = U if self.hp.nesterov else U.clone()  # Nesterov's U is a fresh tensor; M is the state
+        return encode_grid_index_(X, float(norm), index), SchattenCarry(p=p, input_norm=norm)
 
     def after_orthogonalize(self, state, param, ortho, carry: SchattenCarry, ctx: MatrixContext) -> SchattenStats:
         if self.hp.update_scale == "muon_frobenius":

@@ -51,7 +51,8 @@ def best_time(fn, repeats: int) -> float:
 # the wider family: (registry name, optim.matrix overrides)
 FAMILY = {"spectral_msgd": ("spectral_msgd", {}), "spectral_adam": ("spectral_adam", {}),
           "spectral_adam_p0.25": ("spectral_adam", {"power": 0.25}), "auon": ("auon", {}),
-          "auon_hybrid": ("auon", {"variant": "hybrid"}), "root": ("root", {}), "rownorm": ("rownorm", {})}
+          "auon_hybrid": ("auon", {"variant": "hybrid"}), "root": ("root", {}), "rownorm": ("rownorm", {}),
+          "schatten": ("schatten", {})}  # no activations here: p stays p_init (scripts/benchmarks/schatten_estimation.py measures them)
 TARGETS["spectral_vs_flops"] = 1.10  # step time / (its transform FLOPs at the fp32 matmul rate)
 TARGETS["auon_vs_muon"] = 0.25
 
@@ -91,7 +92,8 @@ def expected_state_bytes(name: str, shapes: list[tuple[int, int]]) -> int:
              "namo_d": lambda r, c: c, "normuon": lambda r, c: r, "adamw": lambda r, c: r * c,
              "spectral_msgd": lambda r, c: 0, "spectral_adam": lambda r, c: r * c,  # M; or m and v
              "spectral_adam_p0.25": lambda r, c: r * c, "auon": lambda r, c: 0, "auon_hybrid": lambda r, c: 0,
-             "root": lambda r, c: 0, "rownorm": lambda r, c: 0}  # ROOT, RowNormM: M only
+             "root": lambda r, c: 0, "rownorm": lambda r, c: 0,  # ROOT, RowNormM: M only
+             "schatten": lambda r, c: 2 * c + 3}  # M + two spectra (cols) + p, count, hook slot
     return sum(4 * (r * c + extra[name](r, c) + 1) for r, c in shapes)
 
 
