@@ -19,6 +19,8 @@ from trainer.config import build_config
 from trainer.distributed import DistContext
 from trainer.loop import Trainer
 
+pytestmark = pytest.mark.slow  # launches training processes: the full suite runs it, the fast tier does not
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "data" / "checkpoints" / "namo_d_pre_restructure"
 

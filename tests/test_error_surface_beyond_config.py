@@ -24,6 +24,8 @@ import torch
 
 from tests.cli_launch import SMALL, checkpoints, error_line, launch, one_line_error
 
+pytestmark = pytest.mark.slow  # launches training processes: the full suite runs it, the fast tier does not
+
 
 # ---------------------------------------------------- 5. mistakes outside the config: one line
 @contextmanager

@@ -19,6 +19,8 @@ import pytest
 
 from tests.cli_launch import NAME, QUIET, SMALL, checkpoints, launch, one_line_error, snapshot
 
+pytestmark = pytest.mark.slow  # launches training processes: the full suite runs it, the fast tier does not
+
 
 # ------------------------------------------------------------------- the first run, with defaults
 @pytest.fixture(scope="module")

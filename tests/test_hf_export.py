@@ -33,6 +33,8 @@ TRAIN_ARGS = [
 from scripts import sample  # noqa: E402
 from scripts.hf import export_hf, import_hf  # noqa: E402
 
+pytestmark = pytest.mark.slow  # launches training processes: the full suite runs it, the fast tier does not
+
 
 def train(run_dir: Path, data_cache_dir: Path, *extra: str, launcher: tuple[str, ...] = (sys.executable,)):
     cmd = [*launcher, str(ROOT / "train.py"), *TRAIN_ARGS, f"data.cache_dir={data_cache_dir}",

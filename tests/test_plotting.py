@@ -103,6 +103,7 @@ def test_labels_must_match_runs(tmp_path):
         plot_loss_curves([tmp_path / "run"], tmp_path / "x.png", labels=["a", "b"])
 
 
+@pytest.mark.slow  # a process that imports matplotlib and torch
 def test_cli(tmp_path):
     write_run(tmp_path / "a")
     write_run(tmp_path / "b", tokens_per_step=2048)

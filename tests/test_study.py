@@ -150,8 +150,16 @@ def test_bad_study_file_is_refused_before_anything_runs(tmp_path, changes, messa
     with pytest.raises(StudyError, match=None) as err:
         load_study(str(path))
     assert message in str(err.value)
+
+
+def test_a_bad_study_file_is_one_line_exit_2_through_the_command_line(tmp_path):
+    """The command line turns every StudyError of the cases above into the same one line (one process
+    for all of them: the path from load_study to the exit is shared)."""
+    message = "confirm.seeds must be fresh, but [0] also tune"
+    path = write_study(tmp_path, confirm={"seeds": [0, 1, 2]})
     result = reproduce(path, "--out", tmp_path / "out")
     assert result.returncode == 2 and message in result.stderr and result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "out").exists()  # nothing run, nothing written
 
 

@@ -45,7 +45,7 @@ def train_losses(rows):
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
-@pytest.mark.parametrize("optim_name", ["adamw", "muon", "spectral_adam", "auon"])
+@pytest.mark.parametrize("optim_name", ["muon", *(pytest.param(n, marks=pytest.mark.slow) for n in ("adamw", "spectral_adam", "auon"))])
 def test_resume_reproduces_uninterrupted_run(prepared_embedded, data_cache_dir, tmp_path, optim_name):
     base = [f"optim={optim_name}", "trainer.max_steps=8", "trainer.checkpoint_every=4", "trainer.eval_every=0",
             *([] if optim_name == "adamw" else ["optim.orthogonalize.compute_dtype=float32"])]  # fp32 on any CPU
@@ -58,6 +58,7 @@ def test_resume_reproduces_uninterrupted_run(prepared_embedded, data_cache_dir, 
         assert resumed[step] == full[step], (step, resumed[step], full[step])  # bit-exact on CPU
 
 
+@pytest.mark.slow  # 64 steps of training
 def test_loss_falls_on_embedded_corpus(prepared_embedded, data_cache_dir, tmp_path):
     cfg = make_cfg(data_cache_dir, "trainer.max_steps=30", "trainer.eval_every=30", "trainer.checkpoint_every=0",
                    "optim.matrix.lr=1e-2", "optim.embedding.lr=1e-2", "optim.vector.lr=1e-2")
