@@ -76,10 +76,13 @@ def composed_map(x: torch.Tensor, triplets: tuple[Triplet, ...]) -> torch.Tensor
     return x
 
 
-def encode_grid_index_(matrix: torch.Tensor, frobenius_norm: float, index: int) -> torch.Tensor:
+def encode_grid_index_(matrix: torch.Tensor, frobenius_norm: torch.Tensor | float, index: int) -> torch.Tensor:
     """The transform input of a matrix whose exponent is grid[index], in place: (1 + index) M / ||M||_F
-    (a zero matrix stays zero)."""
-    return matrix.mul_((1.0 + index) / frobenius_norm if frobenius_norm > 0 else 0.0)
+    (a zero matrix stays zero; a tensor norm is read without a host sync)."""
+    dtype = torch.promote_types(matrix.dtype, torch.float32)
+    norm = torch.as_tensor(frobenius_norm, dtype=dtype, device=matrix.device)
+    scale = torch.where(norm > 0, (1.0 + index) / norm.clamp(min=torch.finfo(torch.float32).tiny), 0.0)
+    return matrix.mul_(scale.to(matrix.dtype))
 
 
 def decode_grid_index(stack: torch.Tensor) -> torch.Tensor:

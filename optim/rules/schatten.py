@@ -53,6 +53,7 @@ from optim.rules.base import MatrixContext, MatrixRule, MatrixStats, MomentumHPa
 from optim.rules.muon import muon_apply_
 
 UPDATE_SCALES = ("muon_frobenius", "normalized", "raw")
+TINY = torch.finfo(torch.float32).tiny
 
 
 @dataclass
@@ -192,19 +193,17 @@ class SchattenRule(MatrixRule[SchattenHParams, SchattenCarry, SchattenStats]):
         U = nesterov_momentum_(state["momentum_buffer"], grad, self.hp.momentum, self.hp.nesterov)
         index = self.grid_index(float(state["schatten_p"]))
         p = self.grid[index]
-        norm = ctx.reduce_sum(U.float().square().sum()).sqrt()
+        norm = ctx.reduce_sum(torch.linalg.vector_norm(U, dtype=statistic_dtype(U)).square()).sqrt()  # no squared copy
         X = U if self.hp.nesterov else U.clone()  # Nesterov's U is a fresh tensor; M is the state
-        return encode_grid_index_(X, float(norm), index), SchattenCarry(p=p, input_norm=norm)
+        return encode_grid_index_(X, norm, index), SchattenCarry(p=p, input_norm=norm)
 
     def after_orthogonalize(self, state, param, ortho, carry: SchattenCarry, ctx: MatrixContext) -> SchattenStats:
-        if self.hp.update_scale == "muon_frobenius":
+        if self.hp.update_scale == "muon_frobenius":  # (tensor factors: no host sync per matrix)
             norm = ctx.reduce_sum(ortho.float().square().sum()).sqrt()
-            factor = math.sqrt(min(ctx.full_shape)) / float(norm) if float(norm) > 0 else 0.0
+            ortho.mul_(torch.where(norm > 0, math.sqrt(min(ctx.full_shape)) / norm.clamp(min=TINY), 0.0).to(ortho.dtype))
         elif self.hp.update_scale == "raw":
-            factor = float(carry.input_norm) ** (1.0 / carry.p)
-        else:
-            factor = 1.0
-        update_sq = muon_apply_(param, ortho, ctx.lr, ctx.weight_decay, self.scale(ctx) * factor)
+            ortho.mul_(carry.input_norm.pow(1.0 / carry.p).to(ortho.dtype))
+        update_sq = muon_apply_(param, ortho, ctx.lr, ctx.weight_decay, self.scale(ctx))
         return SchattenStats(update_sq=update_sq, p=carry.p)
 
     def summarize(self, stats, reduce_max) -> dict[str, float]:
