@@ -54,7 +54,12 @@ STEPS, BATCH = 3, 4
 REL_TOL = 1e-5
 # p = 1/4's 15 coupled iterations amplify rounding: ONE process differs from itself by 1.35e-5 when its
 # batch is split into 2 micro-batches (only the gradient's summation order changes; measured)
-REL_TOL_BY_OPTIMIZER = {"spectral_adam+p0.25": 3e-5}
+# ARO's rotation is the QR of M f(R^T M)^T, whose conditioning is about M's squared: on these tiny
+# batches its small directions (and, for the MLP's 4-sample momentum of b, a 3-dim null space whose
+# basis QR leaves to rounding) make ONE process differ from itself by 4.1e-5 (GPT) and 3.4e-4 (MLP)
+# when only the gradient's summation order changes (measured). Exactness of its sharding is proven
+# in fp64 (1e-7; measured <= 5e-10 on the matrices): tests/test_optim_aro_sharded.py
+REL_TOL_BY_OPTIMIZER = {"spectral_adam+p0.25": 3e-5, "aro": 5e-4}
 
 
 class ThreeMatrices(nn.Module):

@@ -27,7 +27,7 @@ BASE_MAPS = ("sinkhorn", "row_norm", "sign")
 
 def hparams(**overrides) -> AROHParams:
     values = dict(momentum=0.95, nesterov=False, base_map="sinkhorn", sinkhorn_iters=5, sinkhorn_eps=1e-8,
-                  qr="householder", qr_shift=1e-7, rotated_side="residual", scaling="rms", scale_coeff=0.2)
+                  null_tol=1e-4, qr="householder", qr_shift=1e-7, rotated_side="residual", scaling="rms", scale_coeff=0.2)
     return AROHParams(**{**values, **overrides})
 
 

@@ -30,6 +30,15 @@ steps lr 0.2 O: step RMS = 0.2 lr). Orientation (``rotated_side``): residual = t
 side: c_attn, c_fc consume the residual (its 768 columns), attn / mlp c_proj produce it (768 rows), and a
 square matrix is a producer (rows). rows = dion's (always the first dim, e.g. 3072 x 3072 for c_fc).
 
+NULL_DIRECTIONS (``null_tol``): in a pre-LN transformer every reader of the residual stream is a
+LayerNorm, whose input gradient is orthogonal to the all-ones vector; so the momentum of every producer
+(attn / mlp c_proj) has an exact null direction on its rotated (residual) side, and the consumers have
+one at init (zero-mean LN outputs). Its row of R^T M is rounding (measured 1e-7 to 6e-6 of ||M||_F in
+fp32 on the test GPT), which SR-Sinkhorn with an absolute eps blows up into a full-size row of noise
+(it then differs between any two summation orders: W ranks and one process). Rows and columns of norm
+<= null_tol ||X||_F are therefore left at zero, as exact arithmetic leaves a zero row; null_tol = 0 is
+the plain clamp (dion's).
+
 Computed in fp32 (fp64 for fp64 inputs) whatever optim.orthogonalize.compute_dtype says; R is kept
 in fp32 on the matrix's owner (owner-resident state, optim/orthogonalize/owner_state.py).
 """
@@ -51,27 +60,41 @@ ROTATED_SIDES = ("residual", "rows")
 
 
 # ---- the math: pure functions on stacks (batch, k, l), the rotated side first --------------------------
-def sr_sinkhorn(X: torch.Tensor, iters: int, eps: float) -> torch.Tensor:
-    """SR-Sinkhorn: ``iters`` x {rows to norm sqrt(l), then columns to norm sqrt(k)} (a new tensor)."""
+def _normalized(X: torch.Tensor, dim: int, target: float, eps: float, floor: torch.Tensor) -> torch.Tensor:
+    """X with every slice along ``dim`` (a row: dim -1; a column: dim -2) scaled to norm ``target``
+    (norms clamped at eps); slices of norm <= ``floor`` (per matrix) become exact zeros."""
+    norms = X.norm(dim=dim, keepdim=True)
+    scale = torch.where(norms > floor, target / norms.clamp(min=eps), torch.zeros((), dtype=X.dtype, device=X.device))
+    return X * scale
+
+
+def _floor(X: torch.Tensor, null_tol: float) -> torch.Tensor:
+    """null_tol ||X||_F per matrix, shaped to broadcast against row / column norms."""
+    return null_tol * X.norm(dim=(-2, -1), keepdim=True)
+
+
+def sr_sinkhorn(X: torch.Tensor, iters: int, eps: float, null_tol: float = 0.0) -> torch.Tensor:
+    """SR-Sinkhorn: ``iters`` x {rows to norm sqrt(l), then columns to norm sqrt(k)} (a new tensor).
+    Rows and columns of norm <= null_tol ||X||_F are null directions: left at zero (see NULL_DIRECTIONS)."""
     k, l = X.shape[-2:]
-    for _ in range(iters):
-        X = X * (math.sqrt(l) / X.norm(dim=-1, keepdim=True).clamp(min=eps))
-        X = X * (math.sqrt(k) / X.norm(dim=-2, keepdim=True).clamp(min=eps))
+    for i in range(iters):  # the floors in the first pass only: zeroed rows / columns stay zero after it
+        X = _normalized(X, -1, math.sqrt(l), eps, _floor(X, null_tol if i == 0 else 0.0))
+        X = _normalized(X, -2, math.sqrt(k), eps, _floor(X, null_tol if i == 0 else 0.0))
     return X
 
 
-def row_norm(X: torch.Tensor, eps: float) -> torch.Tensor:
-    """sqrt(l) X / ||rows||: every row of norm sqrt(l)."""
-    return X * (math.sqrt(X.shape[-1]) / X.norm(dim=-1, keepdim=True).clamp(min=eps))
+def row_norm(X: torch.Tensor, eps: float, null_tol: float = 0.0) -> torch.Tensor:
+    """sqrt(l) X / ||rows||: every row of norm sqrt(l) (null rows left at zero)."""
+    return _normalized(X, -1, math.sqrt(X.shape[-1]), eps, _floor(X, null_tol))
 
 
-def base_map(name: str, iters: int = 5, eps: float = 1e-8) -> Callable[[torch.Tensor], torch.Tensor]:
+def base_map(name: str, iters: int = 5, eps: float = 1e-8, null_tol: float = 0.0) -> Callable[[torch.Tensor], torch.Tensor]:
     if name == "sinkhorn":
-        return lambda X: sr_sinkhorn(X, iters, eps)
+        return lambda X: sr_sinkhorn(X, iters, eps, null_tol)
     if name == "row_norm":
-        return lambda X: row_norm(X, eps)
+        return lambda X: row_norm(X, eps, null_tol)
     if name == "sign":
-        return torch.sign
+        return lambda X: torch.sign(X) * (X.abs() > _floor(X, null_tol))
     raise ValueError(f"base_map must be one of {list(BASE_MAPS)}, got {name!r}")
 
 
@@ -148,6 +171,7 @@ class RotatedTransform(MatrixTransform):
     base_map: str = "sinkhorn"
     sinkhorn_iters: int = 5
     eps: float = 1e-8
+    null_tol: float = 0.0
     qr: str = "householder"
     qr_shift: float = 1e-7
     rotated_side: str = "residual"
@@ -172,7 +196,7 @@ class RotatedTransform(MatrixTransform):
         M = stack.to(dtype)
         M = M.mT if transpose else M
         rotation = state["rotation"]
-        O, R = aro_step(M, rotation.to(dtype), base_map(self.base_map, self.sinkhorn_iters, self.eps),
+        O, R = aro_step(M, rotation.to(dtype), base_map(self.base_map, self.sinkhorn_iters, self.eps, self.null_tol),
                         qr_q(self.qr, self.qr_shift))
         rotation.copy_(R)
         if self.normalize_rms:

@@ -18,6 +18,8 @@ configs/optim/aro.yaml, with its default and reason there:
     qr              householder (orthogonal to rounding) | shifted_cholesky (the paper's fast path)
     rotated_side    residual (Design 3) | rows (dion)
     sinkhorn_eps    where the norms are clamped (dion's 1e-8) ; sinkhorn_iters L (5)
+    null_tol        null directions of M left at zero (pre-LN GPT-2 has one on every producer's
+                    residual side: rotated.py NULL_DIRECTIONS) ; 0 = dion's plain clamp
     nesterov        off (not in the paper's equations) ; momentum beta (0.95, dion's)
     weight decay    decoupled lr wd (the group's; AdamW's practice)
 Cross-check with the third-party microsoft/dion dev/aro (dion/aro.py @ 9c6b30d), one step reimplemented
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from optim.hparams import check_beta, check_in, check_int_at_least, check_positive
+from optim.hparams import check_beta, check_in, check_int_at_least, check_nonnegative, check_positive
 from optim.orthogonalize.newton_schulz import NewtonSchulz
 from optim.orthogonalize.rotated import BASE_MAPS, QR_METHODS, ROTATED_SIDES, RotatedTransform
 from optim.rules.base import MatrixContext, MatrixRule, MatrixStats, RuleHParams, nesterov_momentum_
@@ -49,6 +51,7 @@ class AROHParams(RuleHParams):
     base_map: str  # sinkhorn | row_norm | sign
     sinkhorn_iters: int  # L
     sinkhorn_eps: float  # row / column norms clamped at this
+    null_tol: float  # rows / columns of R^T M below null_tol ||M||_F are null directions, left at zero
     qr: str  # householder | shifted_cholesky
     qr_shift: float  # shifted_cholesky: s = qr_shift ||A||_F^2
     rotated_side: str  # residual (Design 3: the short side, rows when square) | rows
@@ -60,6 +63,7 @@ class AROHParams(RuleHParams):
         check_in(f"{prefix}.base_map", self.base_map, BASE_MAPS)
         check_int_at_least(f"{prefix}.sinkhorn_iters", self.sinkhorn_iters, 1)
         check_positive(f"{prefix}.sinkhorn_eps", self.sinkhorn_eps)
+        check_nonnegative(f"{prefix}.null_tol", self.null_tol)
         check_in(f"{prefix}.qr", self.qr, QR_METHODS)
         check_positive(f"{prefix}.qr_shift", self.qr_shift)
         check_in(f"{prefix}.rotated_side", self.rotated_side, ROTATED_SIDES)
@@ -84,7 +88,7 @@ class ARORule(MatrixRule[AROHParams, None, MatrixStats]):
         """ARO's own transform (the configured Newton-Schulz is not used)."""
         hp = self.hp
         return RotatedTransform(base_map=hp.base_map, sinkhorn_iters=int(hp.sinkhorn_iters), eps=float(hp.sinkhorn_eps),
-                                qr=hp.qr, qr_shift=float(hp.qr_shift), rotated_side=hp.rotated_side,
+                                null_tol=float(hp.null_tol),                                qr=hp.qr, qr_shift=float(hp.qr_shift), rotated_side=hp.rotated_side,
                                 normalize_rms=hp.scaling == "rms")
 
     def before_orthogonalize(self, state, grad, ctx: MatrixContext) -> tuple[torch.Tensor, None]:
