@@ -33,7 +33,8 @@ QUINTIC = NewtonSchulz(steps=5, coefficients=(3.4445, -4.7750, 2.0315), compute_
 
 def hparams(**changes) -> FISMOHParams:
     values = dict(momentum=0.9, nesterov=False, shape_scaling="none", scale_coeff=0.2, fisher_decay=0.8,
-                  damping=1e-2, damping_form="algorithm", eig_floor=1e-9, precondition_every=1)
+                  damping=1e-2, damping_form="algorithm", statistic_scale="trace", eig_floor=1e-9,
+                  precondition_every=1)
     return FISMOHParams(**{**values, **changes})
 
 
@@ -61,12 +62,12 @@ def gradients(shape, steps, seed=0):
     return [torch.randn(shape, generator=gen, dtype=F64) * rows * cols for _ in range(steps)]
 
 
-def run(rule, shape, steps, newton_schulz=SVD, seed=0, lr=0.1):
+def run(rule, shape, steps, newton_schulz=SVD, seed=0, lr=0.1, grad_scale=1.0):
     torch.manual_seed(seed)
     w = torch.nn.Parameter(torch.randn(shape, dtype=F64))
     opt = optimizer([w], rule, newton_schulz, lr=lr)
     for g in gradients(shape, steps, seed):
-        w.grad = g.clone()
+        w.grad = g * grad_scale
         opt.step()
     return w.detach(), held(opt), opt
 
@@ -81,19 +82,24 @@ def polar(X: np.ndarray) -> np.ndarray:
     return U @ Vt
 
 
-def algorithm_1(W, grads, lr, beta, gamma, mu, form):
+def algorithm_1(W, grads, lr, beta, gamma, mu, form, scale):
+    """The module docstring's lines, statistic_scale "trace" bringing each statistic to the old factor's trace."""
     m, n = W.shape
     P, Q, M = np.eye(m), np.eye(n), np.zeros((m, n))
+
+    def scaled(S, F):
+        return S * np.trace(F) / np.trace(S) if scale == "trace" else S
+
     for G in grads:
         Q_inv = np.linalg.inv(Q)
         damp = mu * (np.trace(Q_inv) / n if form == "fixed_point" else np.trace(P) / m)
-        L = G @ Q_inv @ G.T / n + damp * np.eye(m)
+        L = scaled(G @ Q_inv @ G.T / n, P) + damp * np.eye(m)
         Pt = gamma * P + (1 - gamma) * L
         P_new = m * Pt / np.trace(Pt)
         P_new = (P_new + P_new.T) / 2
         P_inv = np.linalg.inv(P_new)
         damp = mu * (np.trace(P_inv) / m if form == "fixed_point" else np.trace(Q) / n)
-        R = G.T @ P_inv @ G / m + damp * np.eye(n)
+        R = scaled(G.T @ P_inv @ G / m, Q) + damp * np.eye(n)
         Qt = gamma * Q + (1 - gamma) * R
         Q = n * Qt / np.trace(Qt)
         Q, P = (Q + Q.T) / 2, P_new
@@ -102,15 +108,15 @@ def algorithm_1(W, grads, lr, beta, gamma, mu, form):
     return W, P, Q, M
 
 
-@pytest.mark.parametrize("form", fismo.DAMPING_FORMS)
+@pytest.mark.parametrize("form, scale", [("algorithm", "trace"), ("fixed_point", "trace"), ("algorithm", "raw")])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_steps_equal_algorithm_1_written_out(shape, form):
-    hp = hparams(damping_form=form)
+def test_steps_equal_algorithm_1_written_out(shape, form, scale):
+    hp = hparams(damping_form=form, statistic_scale=scale)
     w, state, _ = run(FISMORule(hp), shape, steps=4)
     torch.manual_seed(0)
     w0 = torch.randn(shape, dtype=F64).numpy()
     ref_w, ref_p, ref_q, ref_m = algorithm_1(w0, [g.numpy() for g in gradients(shape, 4)], 0.1, hp.momentum,
-                                             hp.fisher_decay, hp.damping, form)
+                                             hp.fisher_decay, hp.damping, form, scale)
     for got, ref in ((w, ref_w), (state["P"], ref_p), (state["Q"], ref_q), (state["whitened_momentum"], ref_m)):
         np.testing.assert_allclose(got.numpy(), ref, rtol=0, atol=1e-10 * np.abs(ref).max())
 
@@ -125,6 +131,20 @@ def test_factors_are_symmetric_positive_definite_with_traces_m_and_n(shape):
         assert abs(fismo.trace(F).item() - k) <= 1e-12 * k, key
         assert torch.linalg.eigvalsh(F).min() > 0, key
         assert (F - torch.eye(k, dtype=F64)).abs().max() > 0.05, f"{key} never moved from I"
+
+
+def test_trace_scaled_factors_ignore_the_gradients_scale_and_raw_ones_stay_at_identity_for_small_ones():
+    """statistic_scale=trace: P, Q and the step are the same for G and 1e-3 G (damping relative to P);
+    raw (Algorithm 1 as transcribed): at 1e-3 G the statistic ~1e-6 barely moves P from I (why trace is the default)."""
+    shape = (6, 4)
+    w1, s1, _ = run(FISMORule(hparams()), shape, steps=4)
+    w2, s2, _ = run(FISMORule(hparams()), shape, steps=4, grad_scale=1e-3)
+    for key in ("P", "Q"):
+        assert (s1[key] - s2[key]).abs().max() <= 1e-10, key
+    assert (w1 - w2).abs().max() <= 1e-10
+    _, raw, _ = run(FISMORule(hparams(statistic_scale="raw", damping=0.0)), shape, steps=4, grad_scale=1e-3)
+    assert (raw["P"] - torch.eye(6, dtype=F64)).abs().max() <= 1e-4
+    assert (s2["P"] - torch.eye(6, dtype=F64)).abs().max() >= 0.05
 
 
 def test_whitening_inverts_and_the_step_meets_the_trust_region():
@@ -226,6 +246,7 @@ def test_fp32_training_state_and_a_bf16_newton_schulz_keep_fp32_factors():
     ("fisher_decay", 1.5, "optim.matrix.fisher_decay must be in [0, 1]"),
     ("damping", -1.0, "optim.matrix.damping must be >= 0"),
     ("damping_form", "theorem", "optim.matrix.damping_form must be one of"),
+    ("statistic_scale", "none", "optim.matrix.statistic_scale must be one of"),
     ("eig_floor", 0.0, "optim.matrix.eig_floor must be in (0, 1)"),
     ("precondition_every", 0, "optim.matrix.precondition_every must be an integer >= 1"),
 ])

@@ -29,7 +29,13 @@ coordinates the step is a polar factor (spectral norm 1, the trust region); P = 
 What the readable text leaves open, each a key of configs/optim/fismo.yaml (defaults and reasons there):
   damping_form  "algorithm": mu tr(P_{t-1})/m I as Algorithm 1 (= mu I under trace normalization);
                 "fixed_point": Theorem 1's mu tr(Q_{t-1}^{-1})/n I for P and mu tr(P_t^{-1})/m I for Q
-  damping       mu, absolute: it is compared with the gradient's mean square (tr L / m = mean(G^2) + mu)
+  statistic_scale  "raw": L_t as transcribed, in the gradient's units, blended with the trace-normalized
+                P_{t-1} (tr = m). At language-model gradient scales (mean G^2 ~ 1e-6 on the CPU models,
+                measured) P_t = I + O(1e-6): FISMO is then Muon to ~6 digits, which contradicts the
+                paper's reported update condition numbers of 1e2-1e3. "trace" (default): the statistic
+                brought to P_{t-1}'s scale first, (1/n) G Q^{-1} G^T * tr(P_{t-1}) / tr(that), so the EMA
+                blends like with like and the whitening is invariant to the gradient's scale (Q alike)
+  damping       mu: relative to P's mean eigenvalue under "trace"; in gradient units (mean G^2) under "raw"
   fisher_decay  gamma in [0, 1]; 1 freezes P = Q = I (Muon: the reduction the tests check)
   inverse roots by eigendecomposition, ONE per factor per refresh, eigenvalues floored at eig_floor
                 times their mean (1, by the trace normalization); in fp32 (fp64 when NS runs in fp64)
@@ -66,6 +72,7 @@ from optim.rules.base import MatrixContext, MatrixRule, MatrixStats, MomentumHPa
 from optim.rules.muon import muon_apply_
 
 DAMPING_FORMS = ("algorithm", "fixed_point")
+STATISTIC_SCALES = ("trace", "raw")
 EIGH_MACS = 4  # an eigendecomposition of a k x k matrix counted as ~4 k^3 multiply-adds (owner balancing)
 
 
@@ -105,6 +112,12 @@ def right_statistic(G: torch.Tensor, P_inv: torch.Tensor) -> torch.Tensor:
     return (G.mT @ P_inv @ G) / G.shape[-2]
 
 
+def at_scale_of(statistic: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
+    """``statistic`` scaled to F's trace ("trace" statistic_scale); a zero statistic stays zero."""
+    scale = trace(F) / trace(statistic).clamp_min(torch.finfo(F.dtype).tiny)
+    return statistic * scale[..., None, None]
+
+
 def factor_update(F: torch.Tensor, statistic: torch.Tensor, damping: torch.Tensor, gamma: float) -> torch.Tensor:
     """One factor's step: F~ = gamma F + (1 - gamma)(statistic + damping I), then sym(k F~ / tr F~),
     k = F's size (the trace normalization). ``damping``: the coefficient of I, one per matrix (shape (...,))."""
@@ -125,6 +138,7 @@ class FISMOHParams(MomentumHParams):
     fisher_decay: float  # gamma: EMA of P and Q; 1 freezes them at I (Muon)
     damping: float  # mu
     damping_form: str  # algorithm | fixed_point
+    statistic_scale: str  # trace | raw
     eig_floor: float  # eigenvalues of P, Q floored at this times their mean
     precondition_every: int  # K: P and Q refreshed every K steps
 
@@ -134,6 +148,7 @@ class FISMOHParams(MomentumHParams):
             raise ValueError(f"{prefix}.fisher_decay must be in [0, 1], got {self.fisher_decay}")
         check_nonnegative(f"{prefix}.damping", self.damping)
         check_in(f"{prefix}.damping_form", self.damping_form, DAMPING_FORMS)
+        check_in(f"{prefix}.statistic_scale", self.statistic_scale, STATISTIC_SCALES)
         if not 0.0 < float(self.eig_floor) < 1.0:
             raise ValueError(f"{prefix}.eig_floor must be in (0, 1), got {self.eig_floor}")
         check_int_at_least(f"{prefix}.precondition_every", self.precondition_every, 1)
@@ -171,6 +186,9 @@ class FisherWhitenedPolar(MatrixTransform):
         """(basis, eigenvalues) of factor ``name`` ("p" or "q"): F = spectral_power(basis, eigenvalues, 1)."""
         return state[f"fisher_{name}_basis"], state[f"fisher_{name}_log_eigenvalues"].exp()
 
+    def scaled(self, statistic: torch.Tensor, F_prev: torch.Tensor) -> torch.Tensor:
+        return at_scale_of(statistic, F_prev) if self.hp.statistic_scale == "trace" else statistic
+
     def refresh_factors_(self, G: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         """Algorithm 1's factor steps (P first, then Q from the new P), stored as floored eigenpairs."""
         hp, (m, n) = self.hp, G.shape[-2:]
@@ -179,11 +197,13 @@ class FisherWhitenedPolar(MatrixTransform):
         Q_inv = spectral_power(q_basis, q_values, -1.0)  # Q_{t-1}^{-1}: from the pairs, no eigh
         fixed_point = hp.damping_form == "fixed_point"  # Theorem 1's coefficients, else Algorithm 1's
         damp_p = hp.damping * (trace(Q_inv) / n if fixed_point else p_values.sum(-1) / m)
-        P_t = factor_update(spectral_power(p_basis, p_values, 1.0), left_statistic(G, Q_inv), damp_p, hp.fisher_decay)
+        P_prev = spectral_power(p_basis, p_values, 1.0)
+        P_t = factor_update(P_prev, self.scaled(left_statistic(G, Q_inv), P_prev), damp_p, hp.fisher_decay)
         p_values_t, p_basis_t = floored_eigh(P_t, hp.eig_floor)
         P_inv = spectral_power(p_basis_t, p_values_t, -1.0)
         damp_q = hp.damping * (trace(P_inv) / m if fixed_point else q_values.sum(-1) / n)
-        Q_t = factor_update(spectral_power(q_basis, q_values, 1.0), right_statistic(G, P_inv), damp_q, hp.fisher_decay)
+        Q_prev = spectral_power(q_basis, q_values, 1.0)
+        Q_t = factor_update(Q_prev, self.scaled(right_statistic(G, P_inv), Q_prev), damp_q, hp.fisher_decay)
         q_values_t, q_basis_t = floored_eigh(Q_t, hp.eig_floor)
         for name, values, basis in (("p", p_values_t, p_basis_t), ("q", q_values_t, q_basis_t)):
             state[f"fisher_{name}_log_eigenvalues"].copy_(values.log())
