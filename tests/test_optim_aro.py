@@ -158,3 +158,29 @@ def test_shifted_cholesky_q_equals_householder_up_to_signs_on_a_well_conditioned
     A = momentum(16, 16, batch=3) + 4 * torch.eye(16, dtype=torch.float64)
     Q1, Q2 = householder_q(A), shifted_cholesky_q(A, 1e-15)
     assert ((Q1.mT @ Q2).abs() - torch.eye(16, dtype=torch.float64)).abs().max().item() <= 1e-9
+
+
+def test_a_null_direction_of_the_momentum_gets_no_update_and_no_rounding_noise():
+    """Pre-LN GPT-2: 1^T M = 0 on every producer's rotated side (rotated.py NULL_DIRECTIONS). With
+    null_tol its row of R^T M stays zero (the update has no component along 1, as in exact arithmetic)
+    and a rounding-size perturbation of M moves the update by rounding; with the plain clamp (dion's)
+    fp32 rounding in that row is blown up into noise along 1."""
+    gen = torch.Generator().manual_seed(5)
+    M = torch.randn(2, 16, 40, generator=gen) * 1e-3
+    M = M - M.mean(dim=1, keepdim=True)  # mean-free columns: 1^T M = 0
+    noise = torch.randn(M.shape, generator=gen) * 1e-7 * M.abs().max()
+    ones = torch.ones(16) / 4.0
+    for null_tol, clean in ((1e-4, True), (0.0, False)):
+        transform = RotatedTransform(null_tol=null_tol)
+        out = []
+        for m in (M, M + noise):
+            state = {"rotation": torch.eye(16).repeat(2, 1, 1)}
+            for _ in range(3):
+                O = transform(m, state)
+            out.append(O)
+        along_ones = (ones @ out[0]).norm() / out[0].norm()
+        moved = (out[1] - out[0]).abs().max().item()
+        if clean:
+            assert along_ones <= 1e-5 and moved <= 1e-3, (along_ones, moved)
+        else:
+            assert along_ones > 1e-2 and moved > 1e-2, (along_ones, moved)

@@ -52,7 +52,7 @@ def best_time(fn, repeats: int) -> float:
 FAMILY = {"spectral_msgd": ("spectral_msgd", {}), "spectral_adam": ("spectral_adam", {}),
           "spectral_adam_p0.25": ("spectral_adam", {"power": 0.25}), "auon": ("auon", {}),
           "auon_hybrid": ("auon", {"variant": "hybrid"}), "root": ("root", {}), "rownorm": ("rownorm", {}),
-          "schatten": ("schatten", {})}  # no activations here: p stays p_init (scripts/benchmarks/schatten_estimation.py measures them)
+          "schatten": ("schatten", {}), "aro": ("aro", {})}  # no activations here: p stays p_init (scripts/benchmarks/schatten_estimation.py measures them)
 TARGETS["spectral_vs_flops"] = 1.10  # step time / (its transform FLOPs at the fp32 matmul rate)
 TARGETS["auon_vs_muon"] = 0.25
 
@@ -83,7 +83,10 @@ def transform_flops(name: str, shapes) -> int:
 
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:
-    return sum(v.numel() * v.element_size() for s in opt.state.values() for v in s.values() if torch.is_tensor(v))
+    """Per-parameter state plus owner-resident whole-matrix state (ARO's rotations)."""
+    held = getattr(getattr(opt, "owner_state", None), "held", {})
+    return sum(v.numel() * v.element_size() for s in [*opt.state.values(), *held.values()] for v in s.values()
+               if torch.is_tensor(v))
 
 
 def expected_state_bytes(name: str, shapes: list[tuple[int, int]]) -> int:
@@ -93,7 +96,8 @@ def expected_state_bytes(name: str, shapes: list[tuple[int, int]]) -> int:
              "spectral_msgd": lambda r, c: 0, "spectral_adam": lambda r, c: r * c,  # M; or m and v
              "spectral_adam_p0.25": lambda r, c: r * c, "auon": lambda r, c: 0, "auon_hybrid": lambda r, c: 0,
              "root": lambda r, c: 0, "rownorm": lambda r, c: 0,  # ROOT, RowNormM: M only
-             "schatten": lambda r, c: 2 * c + 3}  # M + two spectra (cols) + p, count, hook slot
+             "schatten": lambda r, c: 2 * c + 3,  # M + two spectra (cols) + p, count, hook slot
+             "aro": lambda r, c: min(r, c) ** 2}  # M + the fp32 rotation of the residual (short) side
     return sum(4 * (r * c + extra[name](r, c) + 1) for r, c in shapes)
 
 

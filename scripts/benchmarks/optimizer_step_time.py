@@ -40,10 +40,10 @@ class TimedOrthogonalizer:
     def __init__(self, inner, device: torch.device):
         self.inner, self.device, self.seconds = inner, device, 0.0
 
-    def orthogonalize_all(self, blocks, full_shapes):
+    def orthogonalize_all(self, blocks, full_shapes, **states):  # states: owner-resident state (ARO)
         sync(self.device)
         start = time.perf_counter()
-        out = self.inner.orthogonalize_all(blocks, full_shapes)
+        out = self.inner.orthogonalize_all(blocks, full_shapes, **states)
         sync(self.device)
         self.seconds += time.perf_counter() - start
         return out
