@@ -3,19 +3,22 @@ fed through the real judging code (scripts/study/claims.py over paired_stats.py)
 
 from __future__ import annotations
 
+import math
 import random
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from scripts.study import student_t
+from scripts.study import student_t, token_equivalence
 from scripts.study.claims import NOT_BRACKETED, ArmSummary, Claim, judge_claims
 from scripts.study.outcomes import RunOutcome
 from scripts.study.paired_stats import (FAILS, HOLDS, INCONCLUSIVE, NO_DIFFERENCE, UNTESTED, PairedDiff,
                                         holm_levels, judge_difference, sign_flip_p_value)
 from scripts.study.spec import load_study
 from scripts.study.stages import CONFIRM, TUNE, expand
+from scripts.study.token_equivalence import TokenCurve, arm_equivalent
 from scripts.study.tuning import TunePoint, choose_lr
 
 STUDY = load_study("cpu_smoke")
@@ -202,3 +205,51 @@ def test_stages_extend_then_confirm_on_fresh_shared_seeds():
     confirm = {(s.arm, s.seed) for s in plan.specs if s.stage == CONFIRM}
     assert confirm == {(arm, seed) for arm in ("adamw", "muon") for seed in (1, 2, 3)}  # fresh: tuning used 0
     assert plan.choices["adamw"].setting == (("optim.matrix.lr", pytest.approx(4e-3)),)
+
+
+# ------------------------------------------------------------- tokens: known truth, log-linear curve
+def _truth(tokens_ratio: float) -> float:
+    """A reference whose loss falls 0.5 nats per e-fold of tokens from 6.0 at T0."""
+    return 6.0 - 0.5 * math.log(tokens_ratio)
+
+
+def _token_curve(effects: dict[int, float], curve_seeds=(1, 2), ratios=(1.0, 1.5, 2.0)) -> TokenCurve:
+    T0 = 131072.0
+    return TokenCurve(tuple(T0 * r for r in ratios),
+                      {s: tuple(_truth(r) + effects[s] for r in ratios) for s in curve_seeds})
+
+
+def test_equivalent_tokens_are_exact_on_a_noiseless_log_linear_truth_whatever_the_curve_seeds():
+    # seed effects shared by every arm (same init and data order); the curve's two seeds are luckier
+    # than the six confirmation seeds on average, which must not move any arm's figure
+    effects = {1: -0.06, 2: -0.04, 3: 0.05, 4: 0.02, 5: 0.03, 6: 0.01}
+    curve = _token_curve(effects)
+    reference = {s: _truth(1.0) + e for s, e in effects.items()}
+    assert arm_equivalent(curve, reference, reference).ratio == pytest.approx(1.0, abs=1e-12)
+    for r in (1.2, 1.7):  # an arm as good as the reference trained on r x the tokens
+        arm = {s: _truth(r) + e for s, e in effects.items()}
+        eq = arm_equivalent(curve, arm, reference)
+        assert eq.ratio == pytest.approx(r, rel=1e-9) and eq.extrapolated is None
+        assert eq.interval[0] == pytest.approx(r, rel=1e-9) and eq.interval[1] == pytest.approx(r, rel=1e-9)
+    worse = arm_equivalent(curve, {s: _truth(0.8) + e for s, e in effects.items()}, reference)
+    assert worse.ratio == pytest.approx(0.8, rel=1e-9) and worse.extrapolated == "below"
+    better = arm_equivalent(curve, {s: _truth(2.5) + e for s, e in effects.items()}, reference)
+    assert better.ratio == pytest.approx(2.5, rel=1e-9) and better.extrapolated == "beyond"
+
+
+def test_equivalent_tokens_interval_covers_the_truth(monkeypatch):
+    """Paired noise on the gaps (k = 6) and on the curve: the 95% bootstrap interval covers the true
+    ratio in most simulated studies and the point estimate is unbiased to a few percent."""
+    monkeypatch.setattr(token_equivalence, "BOOTSTRAP", 400)
+    rng = random.Random(7)
+    true_ratio, covered, points = 1.25, 0, []
+    for study in range(120):
+        effects = {s: rng.gauss(0, 0.05) for s in range(1, 7)}
+        curve = _token_curve({s: e + rng.gauss(0, 0.005) for s, e in effects.items()})
+        reference = {s: _truth(1.0) + e for s, e in effects.items()}
+        arm = {s: _truth(true_ratio) + e + rng.gauss(0, 0.02) for s, e in effects.items()}
+        eq = arm_equivalent(curve, arm, reference, seed=study)
+        covered += eq.interval[0] <= true_ratio <= eq.interval[1]
+        points.append(eq.ratio)
+    assert covered / 120 >= 0.8, covered
+    assert statistics.median(points) == pytest.approx(true_ratio, rel=0.03)

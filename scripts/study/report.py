@@ -125,8 +125,9 @@ def write_report(study: Study, study_dir: Path, runs: list[PlannedRun], staged: 
     arms = arm_summaries(study, staged, outcomes)
     verdicts: list[Verdict] = judge_claims(study_claims(study), arms, study)
     curve = token_curve(study, staged, outcomes)
-    equivalents = {name: arm_equivalent(curve, arm.losses) for name, arm in arms.items()
-                   if curve is not None and len(arm.losses) >= 2}
+    reference = arms.get(study.tokens.reference) if study.tokens is not None else None
+    equivalents = {name: arm_equivalent(curve, arm.losses, reference.losses) for name, arm in arms.items()
+                   if curve is not None and reference is not None and len(arm.losses) >= 2}
     figures = study_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     written = write_figures(study, staged, outcomes, figures)

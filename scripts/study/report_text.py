@@ -71,8 +71,9 @@ def tokens_section(study: Study, curve: TokenCurve | None, equivalents: dict[str
     means = [statistics.fmean(curve.losses[s][i] for s in curve.losses) for i in range(len(curve.tokens))]
     lines = ["## By how much, in tokens (rough)", "",
              f"{ref} at its chosen setting for budgets of {budgets} tokens (mean final val loss "
-             f"{', '.join(_f(m) for m in means)} over seeds {sorted(curve.losses)}); each arm's mean loss read "
-             f"off that curve, log-linear in tokens. Interval: 95% bootstrap over seeds. Rough: a few budgets "
+             f"{', '.join(_f(m) for m in means)} over seeds {sorted(curve.losses)}), log-linear in tokens. Each arm's paired mean gap to {ref} "
+             f"over the confirmation seeds is read off that curve from its first point, so {ref} itself is 1. "
+             f"Interval: 95% bootstrap over the curve's seeds and the paired seeds. Rough: a few budgets "
              f"and an interpolation model (scripts/study/token_equivalence.py).", "",
              f"| arm | reaches in {_tokens(curve.tokens[0])} tokens what {ref} reaches in | × {ref}'s tokens | 95% interval |",
              "|---|---|---|---|"]

@@ -1,17 +1,21 @@
 """'By how much' in tokens: each arm's result as reference-equivalent tokens (rough).
 
 The reference arm (Muon by default) is run at its chosen setting for the study's budget T0 (its
-confirmation runs) and for a few longer budgets T1 < T2 ... (each a full run with its own schedule).
-On the seeds the curve has, its mean final loss L_ref(T) is interpolated linearly in log(T). An arm
-whose mean confirmation loss is L reaches in T0 tokens what the reference reaches in
+confirmation runs) and for a few longer budgets T1 < T2 ... (each a full run with its own schedule),
+on a few of the confirmation seeds. The curve gives the SHAPE of the reference's loss against tokens:
+its mean final loss L_ref(T) over the curve's seeds, interpolated linearly in log(T). The arm's
+distance from the reference comes from the paired confirmation runs (every seed both have):
+d = mean_s (L_arm,s - L_ref,s) at T0. The arm reaches in T0 tokens what the reference reaches in
 
-    T_eq = L_ref^-1(L)     (modded-nanogpt's measure: Muon needed 1.35x fewer tokens than AdamW)
+    T_eq = L_ref^-1(L_ref(T0) + d)      (modded-nanogpt's measure: Muon needed 1.35x fewer tokens than AdamW)
 
-reported as T_eq / T0 with a 95% percentile interval from a bootstrap over seeds (each resample
-draws seeds with replacement and recomputes both the reference curve and the arm's mean). Outside
-the measured range the figure is extrapolated from the nearest segment and marked so: below T0 (the
-arm is worse than the reference) or beyond the longest budget. Rough: the curve has few points, and
-log-linear interpolation is a model, not a measurement.
+so the reference itself reads exactly 1, and the few seeds of the curve (whose mean at T0 need not
+equal the reference's mean over all confirmation seeds) do not shift every arm's figure. Reported as
+T_eq / T0 with a 95% percentile interval from a bootstrap that resamples the curve's seeds (the
+shape) and the paired seeds (d) independently. Outside the measured range the figure is extrapolated
+from the nearest segment and marked so: below T0 (the arm is worse than the reference) or beyond the
+longest budget. Rough: the curve has few points, and log-linear interpolation is a model, not a
+measurement.
 """
 
 from __future__ import annotations
@@ -59,18 +63,25 @@ def _mean_curve(curve: TokenCurve, seeds: list[int]) -> list[float]:
     return [sum(curve.losses[s][b] for s in seeds) / len(seeds) for b in range(len(curve.tokens))]
 
 
-def arm_equivalent(curve: TokenCurve, arm_losses: dict[int, float], seed: int = 0) -> Equivalent:
-    """The arm's reference-equivalent tokens, as a multiple of the base budget T0, with its interval."""
+def arm_equivalent(curve: TokenCurve, arm_losses: dict[int, float], reference_losses: dict[int, float],
+                   seed: int = 0) -> Equivalent:
+    """The arm's reference-equivalent tokens, as a multiple of the base budget T0, with its interval.
+    ``arm_losses`` / ``reference_losses``: final loss by confirmation seed (paired on the seeds both have)."""
     curve_seeds = sorted(curve.losses)
-    arm_seeds = sorted(arm_losses)
-    mean = sum(arm_losses.values()) / len(arm_losses)
-    point, where = equivalent_tokens(curve.tokens, _mean_curve(curve, curve_seeds), mean)
+    paired = sorted(set(arm_losses) & set(reference_losses))
+    if not paired:
+        return Equivalent(math.nan, (math.nan, math.nan), None)
+    gaps = [arm_losses[s] - reference_losses[s] for s in paired]
+
+    def read(curve_draw: list[int], gap_draw: list[float]) -> tuple[float, str | None]:
+        mean_curve = _mean_curve(curve, curve_draw)
+        return equivalent_tokens(curve.tokens, mean_curve, mean_curve[0] + sum(gap_draw) / len(gap_draw))
+
+    point, where = read(curve_seeds, gaps)
     rng = random.Random(seed)
     draws = []
     for _ in range(BOOTSTRAP):
-        ref = [rng.choice(curve_seeds) for _ in curve_seeds]
-        arm = [arm_losses[rng.choice(arm_seeds)] for _ in arm_seeds]
-        t, _ = equivalent_tokens(curve.tokens, _mean_curve(curve, ref), sum(arm) / len(arm))
+        t, _ = read([rng.choice(curve_seeds) for _ in curve_seeds], [rng.choice(gaps) for _ in gaps])
         if math.isfinite(t):
             draws.append(t / curve.tokens[0])
     draws.sort()
