@@ -69,7 +69,7 @@ def matrix_transform(
     Newton-Schulz (its dtype resolved on ``device``) handed to the rule, split by ``config.split``
     (``n_head``: the model's attention heads, for ``split: heads``)."""
     transform = rule.transform(newton_schulz_from_config(config, device))
-    if config.split != "none" and not getattr(transform, "splittable", True):  # Schatten-p: index in the norm
+    if config.split != "none" and not rule.supports_split:  # checked in optim_config too; hand-built configs
         raise ValueError(f"optim.orthogonalize.split={config.split} does not apply to '{rule.name}' (its transform "
                          f"needs whole matrices); set optim.orthogonalize.split=none")
     return transform if config.split == "none" else SplitRows(transform, config.split, n_head)

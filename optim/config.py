@@ -102,6 +102,9 @@ def optim_config(node: Mapping[str, Any]) -> OptimConfig:
     rule_hparams = from_mapping(entry.hparams, matrix, "optim.matrix")
     rule_hparams.validate()
     orthogonalize = from_mapping(OrthogonalizeConfig, node["orthogonalize"], "optim.orthogonalize")
+    if orthogonalize.split != "none" and not entry.rule.supports_split:
+        raise ValueError(f"optim.orthogonalize.split={orthogonalize.split} does not apply to '{name}' (its transform "
+                         f"needs whole matrices); set optim.orthogonalize.split=none")
     return OptimConfig(name=name, groups=groups, adamw=adamw, rule=rule_hparams, orthogonalize=orthogonalize,
                        routing=routing)
 

@@ -29,6 +29,8 @@ CASES = [  # (id, overrides, environment, text the message must contain)
     ("unknown key of the rule", ["optim=muon", "+optim.matrix.beta2=0.9"], {}, "optim.matrix.beta2 is not a known key"),
     ("out-of-range lr", ["optim=muon", "optim.matrix.lr=-1"], {}, "optim.matrix.lr must be > 0, got -1.0"),
     ("mistyped value", ["optim.matrix.lr=fast"], {}, "optim.matrix.lr must be a number, got 'fast'"),
+    ("split for a whole-matrix rule", ["optim=schatten", "optim.orthogonalize.split=qkv"], {},
+     "optim.orthogonalize.split=qkv does not apply to 'schatten'"),
     ("bad batch split", ["trainer.global_batch_size=3"], {}, "trainer.global_batch_size=3 cannot be split"),
     ("seq_len beyond block_size", ["trainer.seq_len=128"], {}, "trainer.seq_len (128) is longer than the model's context"),
     ("negative warmup", ["schedule.warmup_steps=-1"], {}, "schedule.warmup_steps (-1) must be in [0, trainer.max_steps=2)"),

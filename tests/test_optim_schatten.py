@@ -8,6 +8,7 @@ all-reduce on (and wrong without it). fp64 where the tolerance is tight.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -120,13 +121,15 @@ def test_the_grid_index_rides_in_the_norm_and_survives_bf16():
         decode_grid_index(X[:, :7])
 
 
-def test_a_split_is_refused_at_build():
+def test_a_split_is_refused_by_the_config_and_the_build():
     from optim.build import matrix_transform
 
-    rule = SchattenRule(load_optim_config("schatten").rule)
-    cfg = load_optim_config("schatten", ["optim.orthogonalize.split=qkv"]).orthogonalize
     with pytest.raises(ValueError, match="split=qkv does not apply to 'schatten'"):
-        matrix_transform(rule, cfg, torch.device("cpu"))
+        load_optim_config("schatten", ["optim.orthogonalize.split=qkv"])
+    rule = SchattenRule(load_optim_config("schatten").rule)
+    cfg = dataclasses.replace(load_optim_config("schatten").orthogonalize, split="heads")
+    with pytest.raises(ValueError, match="split=heads does not apply to 'schatten'"):
+        matrix_transform(rule, cfg, torch.device("cpu"), n_head=2)
 
 
 # ---- the criterion ------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ by its exponent's grid index, X = (1 + i) M / ||M||_F (i = index of p in ``grid`
 normalization X / ||X||_F throws away anyway. The transform reads i back from ||X||_F (rounded: exact in
 fp32 and bf16 exchanges for any grid under 100 entries), so the rule's p reaches the owner rank with the
 rows and nothing in the distribution layer changes. A split (optim.orthogonalize.split) would give each
-block its own norm; the build refuses it for this transform (``splittable`` False).
+block its own norm; the config refuses it for this rule (``SchattenRule.supports_split`` False).
 """
 
 from __future__ import annotations
@@ -113,7 +113,6 @@ class SchattenNewtonSchulz(MatrixTransform):
     grid: tuple[float, ...]
     steps: int = field()  # required: field() keeps MatrixTransform's None from becoming a default
     compute_dtype: torch.dtype
-    splittable = False  # the grid index is the whole matrix's norm (optim.build refuses a split)
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.grid) <= MAX_GRID:

@@ -129,6 +129,7 @@ class MatrixRule(ABC, Generic[HParamsT, CarryT, StatsT]):
 
     name = "matrix"
     uses_transform = True
+    supports_split = True  # False: optim.orthogonalize.split is refused (its transform needs whole matrices)
 
     def __init__(self, hp: HParamsT):
         hp.validate()

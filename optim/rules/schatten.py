@@ -134,6 +134,7 @@ class SchattenStats(MatrixStats):
 
 class SchattenRule(MatrixRule[SchattenHParams, SchattenCarry, SchattenStats]):
     name = "schatten"
+    supports_split = False  # p's grid index rides in the whole matrix's norm (optim/orthogonalize/schatten_power.py)
 
     def __init__(self, hp: SchattenHParams):
         super().__init__(hp)
