@@ -15,6 +15,7 @@ from optim.rules.adago import AdaGOHParams, AdaGORule
 from optim.rules.aro import AROHParams, ARORule
 from optim.rules.auon import AuONHParams, AuONRule
 from optim.rules.base import MatrixRule, MomentumHParams, RuleHParams
+from optim.rules.fismo import FISMOHParams, FISMORule
 from optim.rules.muon import MuonRule
 from optim.rules.namo import NAMOHParams, NAMORule
 from optim.rules.namo_d import NAMODHParams, NAMODRule
@@ -45,6 +46,7 @@ OPTIMIZERS: dict[str, RegistryEntry] = {
     "rownorm": RegistryEntry(rule=RowNormRule, hparams=RowNormHParams),  # arXiv 2605.18106
     "schatten": RegistryEntry(rule=SchattenRule, hparams=SchattenHParams),  # arXiv 2605.19781 (reading; no authors' code)
     "aro":     RegistryEntry(rule=ARORule,     hparams=AROHParams),      # arXiv 2602.09006 (reading; no authors' code)
+    "fismo":   RegistryEntry(rule=FISMORule,   hparams=FISMOHParams),    # arXiv 2601.21750 (reading; no authors' code)
 }
 
 

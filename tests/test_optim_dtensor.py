@@ -52,7 +52,8 @@ def test_dtensor_params_equal_plain_params(mesh, name):
         opts.append(OrthogonalizedOptimizer([group], rule, distribution=MatrixDistribution(local)))
     state = opts[1].state[sharded[0]]
     param_shaped = [v for k, v in state.items() if k != "step" and v.shape == sharded[0].shape]
-    assert param_shaped and all(isinstance(v, DTensor) and v.placements == (Shard(0),) for v in param_shaped)
+    assert all(isinstance(v, DTensor) and v.placements == (Shard(0),) for v in param_shaped)
+    assert param_shaped or opts[1].owner_state.stateful  # FISMO: all of its state is owner-resident
     if name == "normuon":
         assert isinstance(state["second_moment"], DTensor) and state["second_moment"].shape == (16, 1)
     for step_grads in grads:

@@ -8,5 +8,6 @@
     root      ROOT (quantile-clipped momentum, then Newton-Schulz)
     rownorm   RowNormM (row-normalized momentum; also the embedding group's rule)
     aro       ARO-Sinkhorn (rotated steepest descent; its transform: optim/orthogonalize/rotated.py)
+    fismo     FISMO (Kronecker-factored Fisher whitening around Muon's polar factor; owner-resident P, Q, M)
     schatten  adaptive Schatten-p (U S^(1/p) V^T, p per layer from gradient and activation spectra)
 """
