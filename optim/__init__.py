@@ -7,6 +7,7 @@
     orthogonalized_optimizer  OrthogonalizedOptimizer (every Muon-family rule)
     role_rules                the embedding group's rule when it is not AdamW (RowNormM)
     adamw                     plain AdamW
+    input_grams               forward hooks summing x xᵀ of the layer inputs a rule reads (Schatten-p)
     rules/                    one file per optimizer: the math
     orthogonalize/            Newton-Schulz, the spectral powers, and their exchange under FSDP2
 """

@@ -6,6 +6,7 @@
     coefficients        coefficient schedules: Jordan's fixed quintic, Polar Express
     gram_newton_schulz  the same polynomial iterated on the small Gram matrix, applied once
     spectral_power      U S^p V^T through the BeyondMuon coupled Newton iteration (and exact SVD)
+    schatten_power      U S^(1/p) V^T by the quintic with per-step least-squares coefficients (Schatten-p)
     split               split-QKV / per-head transforms of c_attn (``SplitRows`` wraps any transform)
     config              ``OrthogonalizeConfig`` (optim.orthogonalize) and the Newton-Schulz it configures
     orthogonalizer      the ``Orthogonalizer`` protocol, ``LocalOrthogonalizer`` (one process)
