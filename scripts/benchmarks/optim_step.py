@@ -30,7 +30,7 @@ from optim.orthogonalize.newton_schulz import newton_schulz_flops, orthogonalize
 from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
 from optim.registry import OPTIMIZERS
 
-SHAPE_SETS = {"small": (256, 2), "gpt2": (768, 12)}  # (width d, layers)
+SHAPE_SETS = {"small": (256, 2), "mini": (384, 6), "gpt2": (768, 12)}  # (width d, layers); mini: gpt2-mini
 TARGETS = {"muon_vs_torch": 0.25, "family_vs_muon": 1.10, "ns_vs_matmul": 0.70}
 
 
@@ -52,7 +52,8 @@ def best_time(fn, repeats: int) -> float:
 FAMILY = {"spectral_msgd": ("spectral_msgd", {}), "spectral_adam": ("spectral_adam", {}),
           "spectral_adam_p0.25": ("spectral_adam", {"power": 0.25}), "auon": ("auon", {}),
           "auon_hybrid": ("auon", {"variant": "hybrid"}), "root": ("root", {}), "rownorm": ("rownorm", {}),
-          "schatten": ("schatten", {}), "aro": ("aro", {})}  # no activations here: p stays p_init (scripts/benchmarks/schatten_estimation.py measures them)
+          "schatten": ("schatten", {}), "aro": ("aro", {}), "fismo": ("fismo", {}),
+          "fismo_k10": ("fismo", {"precondition_every": 10})}  # no activations here: p stays p_init (scripts/benchmarks/schatten_estimation.py measures them)
 TARGETS["spectral_vs_flops"] = 1.10  # step time / (its transform FLOPs at the fp32 matmul rate)
 TARGETS["auon_vs_muon"] = 0.25
 
@@ -97,7 +98,9 @@ def expected_state_bytes(name: str, shapes: list[tuple[int, int]]) -> int:
              "spectral_adam_p0.25": lambda r, c: r * c, "auon": lambda r, c: 0, "auon_hybrid": lambda r, c: 0,
              "root": lambda r, c: 0, "rownorm": lambda r, c: 0,  # ROOT, RowNormM: M only
              "schatten": lambda r, c: 2 * c + 3,  # M + two spectra (cols) + p, count, hook slot
-             "aro": lambda r, c: min(r, c) ** 2}  # M + the fp32 rotation of the residual (short) side
+             "aro": lambda r, c: min(r, c) ** 2,  # M + the fp32 rotation of the residual (short) side
+             # whitened M + P and Q as eigenpairs (r^2 + r, c^2 + c) + an fp64 step counter (2 x 4 B)
+             "fismo": lambda r, c: r * r + r + c * c + c + 2, "fismo_k10": lambda r, c: r * r + r + c * c + c + 2}
     return sum(4 * (r * c + extra[name](r, c) + 1) for r, c in shapes)
 
 
