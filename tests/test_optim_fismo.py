@@ -19,6 +19,7 @@ import torch
 from optim.orthogonalize.from_mesh import MatrixDistribution
 from optim.orthogonalize.newton_schulz import NewtonSchulz
 from optim.orthogonalize.orthogonalizer import LocalOrthogonalizer
+from optim.orthogonalize.split import SplitRows
 from optim.orthogonalized_optimizer import OrthogonalizedOptimizer
 from optim.rules import fismo
 from optim.rules.base import MomentumHParams
@@ -240,6 +241,24 @@ def test_fp32_training_state_and_a_bf16_newton_schulz_keep_fp32_factors():
     assert {e.dtype for n, e in entries.items() if n != "fisher_steps"} == {torch.float32}
     assert entries["fisher_p_basis"].shape == (6, 6) and entries["fisher_q_basis"].shape == (4, 4)
     assert entries["whitened_momentum"].shape == (6, 4)
+
+
+def test_split_qkv_gives_each_block_its_own_factors():
+    """optim.orthogonalize.split=qkv: c_attn (3d x d) as q, k, v, each whitened by its own P, Q, M."""
+    transform = FISMORule(hparams()).transform(SVD)
+    split = SplitRows(transform, "qkv")
+    entries = split.owner_state(9, 3)
+    assert entries["fisher_p_basis"].shape == (3, 3, 3) and entries["whitened_momentum"].shape == (3, 3, 3)
+    whole = {name: e.new("cpu").unsqueeze(0) for name, e in entries.items()}
+    blocks = [{name: e.new("cpu").unsqueeze(0) for name, e in transform.owner_state(3, 3).items()} for _ in range(3)]
+    for G in gradients((9, 3), 3):
+        together = split(G.unsqueeze(0), whole)[0]
+        apart = torch.cat([transform(block.unsqueeze(0), blocks[b])[0] for b, block in enumerate(G.split(3))])
+        assert (together - apart).abs().max() <= 1e-12
+    for b in range(3):  # each block's own Q (rebuilt from its eigenpairs)
+        Q_whole = fismo.spectral_power(whole["fisher_q_basis"][0, b], whole["fisher_q_log_eigenvalues"][0, b].exp(), 1.0)
+        Q_apart = fismo.spectral_power(*transform.factor({k: v[0] for k, v in blocks[b].items()}, "q"), 1.0)
+        assert (Q_whole - Q_apart).abs().max() <= 1e-12
 
 
 @pytest.mark.parametrize("key, value, message", [
