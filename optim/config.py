@@ -105,6 +105,9 @@ def optim_config(node: Mapping[str, Any]) -> OptimConfig:
     if orthogonalize.split != "none" and not entry.rule.supports_split:
         raise ValueError(f"optim.orthogonalize.split={orthogonalize.split} does not apply to '{name}' (its transform "
                          f"needs whole matrices); set optim.orthogonalize.split=none")
+    if routing == "ndim" and not entry.rule.supports_ndim_routing:
+        raise ValueError(f"optim.routing=ndim puts the embeddings on '{name}', whose whole-matrix state grows with "
+                         f"the square of a matrix's sides (a 50304-row vocabulary: 10 GB); use optim.routing=roles")
     return OptimConfig(name=name, groups=groups, adamw=adamw, rule=rule_hparams, orthogonalize=orthogonalize,
                        routing=routing)
 

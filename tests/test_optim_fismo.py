@@ -261,6 +261,13 @@ def test_split_qkv_gives_each_block_its_own_factors():
         assert (Q_whole - Q_apart).abs().max() <= 1e-12
 
 
+def test_ndim_routing_is_refused_with_one_line():
+    from optim.config import compose_optim_node, optim_config
+
+    with pytest.raises(ValueError, match=r"optim.routing=ndim puts the embeddings on 'fismo'.*use optim.routing=roles"):
+        optim_config(compose_optim_node("fismo", ["optim.routing=ndim"]))
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("fisher_decay", 1.5, "optim.matrix.fisher_decay must be in [0, 1]"),
     ("damping", -1.0, "optim.matrix.damping must be >= 0"),

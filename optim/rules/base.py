@@ -130,6 +130,7 @@ class MatrixRule(ABC, Generic[HParamsT, CarryT, StatsT]):
     name = "matrix"
     uses_transform = True
     supports_split = True  # False: optim.orthogonalize.split is refused (its transform needs whole matrices)
+    supports_ndim_routing = True  # False: optim.routing=ndim is refused (embeddings too large for its state)
 
     def __init__(self, hp: HParamsT):
         hp.validate()

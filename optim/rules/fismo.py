@@ -237,6 +237,7 @@ class FISMORule(MatrixRule[FISMOHParams, None, MatrixStats]):
     phase 2 applies W *= 1 - lr wd; W -= lr scale dW (Muon's decoupled decay; scale: shape_scaling)."""
 
     name = "fismo"
+    supports_ndim_routing = False  # wte's P would be 50304 x 50304 (10 GB in fp32): embeddings stay on AdamW
 
     def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}  # all of FISMO's state is owner-resident (the transform's)
