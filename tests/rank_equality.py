@@ -56,10 +56,11 @@ REL_TOL = 1e-5
 # batch is split into 2 micro-batches (only the gradient's summation order changes; measured)
 # ARO's rotation is the QR of M f(R^T M)^T, whose conditioning is about M's squared: on these tiny
 # batches its small directions (and, for the MLP's 4-sample momentum of b, a 3-dim null space whose
-# basis QR leaves to rounding) make ONE process differ from itself by 4.1e-5 (GPT) and 3.4e-4 (MLP)
-# when only the gradient's summation order changes (measured). Exactness of its sharding is proven
-# in fp64 (1e-7; measured <= 5e-10 on the matrices): tests/test_optim_aro_sharded.py
-REL_TOL_BY_OPTIMIZER = {"spectral_adam+p0.25": 3e-5, "aro": 5e-4}
+# basis QR leaves to rounding) make ONE process differ from itself by up to 1.3e-4 (GPT's attn c_proj)
+# and 1.4e-4 (MLP) when only the gradient's summation order changes; W = 4 ranks by up to 5.2e-4
+# (measured). Exactness of its sharding is proven in fp64 (1e-7; measured <= 5e-10 on the matrices):
+# tests/test_optim_aro_sharded.py
+REL_TOL_BY_OPTIMIZER = {"spectral_adam+p0.25": 3e-5, "aro": 1e-3}
 
 
 class ThreeMatrices(nn.Module):

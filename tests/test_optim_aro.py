@@ -101,6 +101,26 @@ def test_with_the_row_norm_map_the_update_tends_to_the_polar_factor():
     assert errors[-1] <= 1e-9 and errors[40] < errors[10] < errors[0]
 
 
+def sinkhorn_by_rescaling(X, iters, eps, null_tol):
+    """SR-Sinkhorn as written: X rescaled at every half-step (rows, then columns), null rows and
+    columns of the first pass (norm <= null_tol ||X||_F) set to zero."""
+    k, l = X.shape[-2:]
+    for i in range(iters):
+        for dim, target in ((-1, math.sqrt(l)), (-2, math.sqrt(k))):
+            norms = X.norm(dim=dim, keepdim=True)
+            floor = (null_tol if i == 0 else 0.0) * X.norm(dim=(-2, -1), keepdim=True)
+            X = X * torch.where(norms > floor, target / norms.clamp(min=eps), torch.zeros((), dtype=X.dtype))
+    return X
+
+
+@pytest.mark.parametrize("null_tol", [0.0, 1e-4])
+def test_sr_sinkhorn_by_its_scalings_equals_rescaling_at_every_half_step(null_tol):
+    X = momentum(24, 40, batch=3) * 1e-3
+    X[0, 5] *= 1e-9  # a null row
+    X[1, :, 7] = 0.0  # a zero column
+    assert (sr_sinkhorn(X, 5, 1e-8, null_tol) - sinkhorn_by_rescaling(X, 5, 1e-8, null_tol)).abs().max().item() <= 1e-12
+
+
 def test_sr_sinkhorn_meets_its_targets():
     X = sr_sinkhorn(momentum(12, 30, batch=1)[0], iters=50, eps=1e-30)
     assert torch.allclose(X.norm(dim=0), torch.full((30,), math.sqrt(12), dtype=torch.float64), atol=1e-12)
