@@ -51,8 +51,9 @@ checkpoints). The transform's input is the raw gradient G; its output is dW.
 
 Each factor is kept as its eigendecomposition, F = U diag(exp(l)) U^T (``fisher_p_basis`` U,
 ``fisher_p_log_eigenvalues`` l; the contract's identity / zeros inits are then F_0 = I). Why: a refresh
-needs Q_{t-1}^{-1} and Q_t^{-1/2}, P_t^{-1} and P_t^{-1/2}; from the stored pairs every one of them is
-a product, so each factor costs ONE eigendecomposition per refresh (of F_t) and none between refreshes,
+needs Q_{t-1}^{-1} and Q_t^{-1/2}, P_t^{-1} and P_t^{-1/2}; each is applied from the stored pairs in
+factored form (U diag(lambda^p) U^T X, no k x k product formed), so each factor costs ONE
+eigendecomposition per refresh (of F_t) and none between refreshes,
 at the memory of P and Q themselves (m^2 + m + n^2 + n). The eigenvalues are stored floored (F_t's
 floored version is the factor the next step continues from). State per matrix: M (m n) + P and Q,
 4 (1 + m/n + n/m) B/param in fp32, and a step counter.
@@ -102,14 +103,26 @@ def floored_eigh(A: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Ten
     return torch.maximum(values, least), vectors
 
 
-def left_statistic(G: torch.Tensor, Q_inv: torch.Tensor) -> torch.Tensor:
-    """(1/n) G Q^{-1} G^T (m x m)."""
-    return (G @ Q_inv @ G.mT) / G.shape[-1]
+def left_power(basis: torch.Tensor, eigenvalues: torch.Tensor, power: float, X: torch.Tensor) -> torch.Tensor:
+    """F^power X = U diag(lambda^power) U^T X, applied in factored form (no k x k product formed)."""
+    return basis @ (eigenvalues.pow(power).unsqueeze(-1) * (basis.mT @ X))
 
 
-def right_statistic(G: torch.Tensor, P_inv: torch.Tensor) -> torch.Tensor:
-    """(1/m) G^T P^{-1} G (n x n)."""
-    return (G.mT @ P_inv @ G) / G.shape[-2]
+def right_power(X: torch.Tensor, basis: torch.Tensor, eigenvalues: torch.Tensor, power: float) -> torch.Tensor:
+    """X F^power = X U diag(lambda^power) U^T, in factored form."""
+    return ((X @ basis) * eigenvalues.pow(power).unsqueeze(-2)) @ basis.mT
+
+
+def left_statistic(G: torch.Tensor, q_basis: torch.Tensor, q_values: torch.Tensor) -> torch.Tensor:
+    """(1/n) G Q^{-1} G^T (m x m) = (1/n) X X^T, X = G U_Q diag(lambda_Q^{-1/2})."""
+    X = (G @ q_basis) * q_values.rsqrt().unsqueeze(-2)
+    return (X @ X.mT) / G.shape[-1]
+
+
+def right_statistic(G: torch.Tensor, p_basis: torch.Tensor, p_values: torch.Tensor) -> torch.Tensor:
+    """(1/m) G^T P^{-1} G (n x n) = (1/m) Y^T Y, Y = diag(lambda_P^{-1/2}) U_P^T G."""
+    Y = (p_basis.mT @ G) * p_values.rsqrt().unsqueeze(-1)
+    return (Y.mT @ Y) / G.shape[-2]
 
 
 def at_scale_of(statistic: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
@@ -194,16 +207,16 @@ class FisherWhitenedPolar(MatrixTransform):
         hp, (m, n) = self.hp, G.shape[-2:]
         p_basis, p_values = self.factor(state, "p")
         q_basis, q_values = self.factor(state, "q")
-        Q_inv = spectral_power(q_basis, q_values, -1.0)  # Q_{t-1}^{-1}: from the pairs, no eigh
+        # Q_{t-1}^{-1} and P_t^{-1} enter through their eigenpairs (no eigh of Q_{t-1}, no inverse formed)
         fixed_point = hp.damping_form == "fixed_point"  # Theorem 1's coefficients, else Algorithm 1's
-        damp_p = hp.damping * (trace(Q_inv) / n if fixed_point else p_values.sum(-1) / m)
+        damp_p = hp.damping * (q_values.reciprocal().sum(-1) / n if fixed_point else p_values.sum(-1) / m)
         P_prev = spectral_power(p_basis, p_values, 1.0)
-        P_t = factor_update(P_prev, self.scaled(left_statistic(G, Q_inv), P_prev), damp_p, hp.fisher_decay)
+        P_t = factor_update(P_prev, self.scaled(left_statistic(G, q_basis, q_values), P_prev), damp_p, hp.fisher_decay)
         p_values_t, p_basis_t = floored_eigh(P_t, hp.eig_floor)
-        P_inv = spectral_power(p_basis_t, p_values_t, -1.0)
-        damp_q = hp.damping * (trace(P_inv) / m if fixed_point else q_values.sum(-1) / n)
+        damp_q = hp.damping * (p_values_t.reciprocal().sum(-1) / m if fixed_point else q_values.sum(-1) / n)
         Q_prev = spectral_power(q_basis, q_values, 1.0)
-        Q_t = factor_update(Q_prev, self.scaled(right_statistic(G, P_inv), Q_prev), damp_q, hp.fisher_decay)
+        Q_t = factor_update(Q_prev, self.scaled(right_statistic(G, p_basis_t, p_values_t), Q_prev), damp_q,
+                            hp.fisher_decay)
         q_values_t, q_basis_t = floored_eigh(Q_t, hp.eig_floor)
         for name, values, basis in (("p", p_values_t, p_basis_t), ("q", q_values_t, q_basis_t)):
             state[f"fisher_{name}_log_eigenvalues"].copy_(values.log())
@@ -214,20 +227,23 @@ class FisherWhitenedPolar(MatrixTransform):
         steps = state["fisher_steps"]  # every matrix of a stack has taken the same steps
         if hp.fisher_decay < 1.0 and int(steps.reshape(-1)[0]) % hp.precondition_every == 0:
             self.refresh_factors_(G, state)
-        P_inv_sqrt = spectral_power(*self.factor(state, "p"), -0.5)
-        Q_inv_sqrt = spectral_power(*self.factor(state, "q"), -0.5)
-        G_white = whiten(G, P_inv_sqrt, Q_inv_sqrt)
+        p, q = self.factor(state, "p"), self.factor(state, "q")
+
+        def whitened(X: torch.Tensor) -> torch.Tensor:  # P^{-1/2} X Q^{-1/2}, factored
+            return right_power(left_power(*p, -0.5, X), *q, -0.5)
+
+        G_white = whitened(G)
         M = state["whitened_momentum"]
         M.lerp_(G_white, 1 - hp.momentum)
         polar = self.newton_schulz(G_white.lerp(M, hp.momentum) if hp.nesterov else M)
         steps.add_(1)
-        return whiten(polar.to(self.dtype), P_inv_sqrt, Q_inv_sqrt).to(stack.dtype)
+        return whitened(polar.to(self.dtype)).to(stack.dtype)
 
     def flops(self, rows: int, cols: int) -> int:
-        """Newton-Schulz + per refresh: 3 products per factor (F, F^{-1}, F^{-1/2}: k^3 each), the
-        statistics (2 (m^2 n + m n^2)), one eigh per factor; whitening and back (2 (m^2 n + m n^2))."""
+        """Newton-Schulz + per refresh: F_{t-1} rebuilt from its pairs (k^3 per factor), the statistics
+        (2 (m^2 n + m n^2)), one eigh per factor; whitening and back in factored form (4 (m^2 n + m n^2))."""
         m, n = rows, cols
-        macs = (3 + EIGH_MACS) * (m ** 3 + n ** 3) + 4 * (m * m * n + m * n * n)
+        macs = (1 + EIGH_MACS) * (m ** 3 + n ** 3) + 6 * (m * m * n + m * n * n)
         return self.newton_schulz.flops(rows, cols) + 2 * macs
 
 
