@@ -5,7 +5,7 @@ identity at the start) and returns X S: every update depends on the state's whol
 stale or misplaced state changes the parameters. Checked: one process round-trips it through
 state_dict; W = 2 and W = 4 (owners, replicated) equal one process with the state held by the owner
 alone; a DCP checkpoint (trainer/checkpoint/store.py, unchanged) written at W = 2 resumes at W = 1,
-2 and 4 to the parameters of the uninterrupted run.
+2 and 4 to the parameters of the uninterrupted run, and one written in one process resumes at W = 2.
 """
 
 from __future__ import annotations
@@ -210,3 +210,16 @@ def test_a_checkpoint_written_at_w2_resumes_at_w1_w2_and_w4_to_the_uninterrupted
     model.load_state_dict(ranks[0][0])
     run(model, opt, MORE, STEPS)
     assert max(((weights(model)[n] - uninterrupted[n]).abs().max()).item() for n in uninterrupted) > 1e-4
+
+
+@pytest.mark.distributed
+def test_a_checkpoint_written_in_one_process_resumes_at_w2(tmp_path):
+    """The other direction: the whole (plain tensor) state of one process, row-sharded on load."""
+    from trainer.checkpoint import save_checkpoint
+
+    model, opt = build()
+    run(model, opt, STEPS)
+    save_checkpoint(tmp_path, STEPS, model, opt, {"note": "test"}, _ctx(0, 1, None))
+    run(model, opt, MORE, STEPS)
+    for rank, result in enumerate(run_ranks(resume, 2, tmp_path / "step_00000003")):
+        assert_close(result, weights(model), f"W=1 -> W=2, rank {rank}")
