@@ -7,6 +7,9 @@
     gram_newton_schulz  the same polynomial iterated on the small Gram matrix, applied once
     spectral_power      U S^p V^T through the BeyondMuon coupled Newton iteration (and exact SVD)
     schatten_power      U S^(1/p) V^T by the quintic with per-step least-squares coefficients (Schatten-p)
+    rotated             ARO's transform: R f(R^T M) with the rotation from a QR, SR-Sinkhorn (stateful)
+    owner_state         whole-matrix state a transform keeps (ARO's rotation): held on the matrix's owner,
+                        row-sharded only in checkpoints
     split               split-QKV / per-head transforms of c_attn (``SplitRows`` wraps any transform)
     config              ``OrthogonalizeConfig`` (optim.orthogonalize) and the Newton-Schulz it configures
     orthogonalizer      the ``Orthogonalizer`` protocol, ``LocalOrthogonalizer`` (one process)
