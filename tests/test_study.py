@@ -210,3 +210,30 @@ def test_paper_study_plans_with_its_gpu_hours():
     assert "30 runs planned (30 tuning, 0 confirmation, 0 token-curve; 4 arms)" in result.stdout
     # 30 tuning + 4 arms x 4 seeds + Muon at 1.5x and 2x on 2 seeds = 53 runs of 2.95 GPU-hours each
     assert "predicted: 156.4 hours on one H200, 19.5 hours on 8" in result.stdout
+
+
+def test_a_run_written_before_later_keys_existed_is_kept_unless_the_study_asks_for_other_behaviour(tmp_path):
+    """A run directory whose config.yaml predates keys added to the config tree (its code had no
+    embedding rule, no sampling, no dry run) is the same experiment when the study asks for what the
+    code did then; asking for something else is refused with the key named."""
+    from scripts.run_list_check import comparable
+    from scripts.study.plan import ADDED_KEYS, plan_study
+
+    study = load_study("cpu_smoke")
+    planned, _ = plan_study(study, tmp_path)
+    first = planned[0]
+    old = comparable(first.resolved)
+    for key in ADDED_KEYS:  # written by the older code: none of these keys on disk
+        section, name = key.rsplit(".", 1)
+        node = old
+        for part in section.split("."):
+            node = node[part]
+        del node[name]
+    first.run_dir.mkdir(parents=True)
+    (first.run_dir / "config.yaml").write_text(yaml.safe_dump(old))  # no summary yet: it would resume
+    again, _ = plan_study(study, tmp_path)
+    assert again[0].state == "partial"
+
+    edited = write_study(tmp_path, overrides=[*yaml.safe_load(SMOKE.read_text())["overrides"], "trainer.sample_every=4"])
+    with pytest.raises(StudyError, match=r"trainer.sample_every: on disk None, study 4"):
+        plan_study(load_study(str(edited)), tmp_path)

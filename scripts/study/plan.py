@@ -21,6 +21,7 @@ run's saved config.yaml and logs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,13 +164,28 @@ def _unchecked(spec: RunSpec, run_dir: Path) -> PlannedRun:
     return run
 
 
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Keys whose values differ (changed values first, then keys only one side has)."""
+# Keys added to the config tree after studies had written runs, each with a test of the value that
+# does what the code did before the key existed: a run whose config.yaml lacks the key is the same
+# experiment when the study asks for that value (the committed CPU study predates all of them).
+ADDED_KEYS: dict[str, Callable[[dict], bool]] = {
+    "optim.embedding.rule": lambda cfg: cfg["optim"]["embedding"]["rule"] == "adamw",
+    "optim.embedding.rownorm": lambda cfg: cfg["optim"]["embedding"]["rule"] == "adamw",  # unread under AdamW
+    "trainer.dry_run": lambda cfg: cfg["trainer"]["dry_run"] is False,
+    "trainer.eval_only": lambda cfg: cfg["trainer"]["eval_only"] is False,
+    "trainer.sample_every": lambda cfg: cfg["trainer"]["sample_every"] == 0,
+    "trainer.sample_prompt": lambda cfg: cfg["trainer"]["sample_every"] == 0,  # unread without samples
+    "trainer.sample_tokens": lambda cfg: cfg["trainer"]["sample_every"] == 0,
+}
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(key, on disk, study) for every key whose values differ (changed values first, then keys only
+    one side has)."""
     if isinstance(a, dict) and isinstance(b, dict):
         keys = sorted(set(a) | set(b))
         found = [d for k in keys for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
-        return sorted(found, key=lambda d: " None" in d)
-    return [] if a == b else [f"{prefix[:-1]}: on disk {a!r}, study {b!r}"]
+        return sorted(found, key=lambda d: d[1] is None or d[2] is None)
+    return [] if a == b else [(prefix[:-1], a, b)]
 
 
 def run_state(run: PlannedRun) -> str:
@@ -177,9 +193,11 @@ def run_state(run: PlannedRun) -> str:
     if not config_file.is_file():
         return PENDING
     on_disk = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
-    diffs = _differences(on_disk, comparable(run.resolved))
+    study = comparable(run.resolved)
+    diffs = [(key, disk, asked) for key, disk, asked in _differences(on_disk, study)
+             if not (disk is None and key in ADDED_KEYS and ADDED_KEYS[key](study))]
     if diffs:
-        shown = "\n    ".join(diffs[:5])
+        shown = "\n    ".join(f"{key}: on disk {disk!r}, study {asked!r}" for key, disk, asked in diffs[:5])
         raise StudyError(
             f"{run.run_dir} was written by a different version of this study (or of the code, where a key "
             f"is None on disk):\n    {shown}\n"
