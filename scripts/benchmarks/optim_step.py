@@ -104,6 +104,19 @@ def expected_state_bytes(name: str, shapes: list[tuple[int, int]]) -> int:
     return sum(4 * (r * c + extra[name](r, c) + 1) for r, c in shapes)
 
 
+def interleaved_step_times(opts: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each optimizer's step over ``repeats`` rounds after a warm-up round; each round steps
+    every optimizer once, so CPU contention from other processes hits all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in opts}
+    for round_ in range(repeats + 1):  # round 0 is the warm-up
+        for name, opt in opts.items():
+            t0 = time.perf_counter()
+            opt.step()
+            if round_:
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
 def bench_steps(shapes, names, repeats):
     """Min step time per optimizer; rounds interleave the optimizers so CPU contention from other
     processes hits all of them alike. Parameters and gradients are shared (values do not matter)."""
@@ -113,13 +126,7 @@ def bench_steps(shapes, names, repeats):
     for p, gr in zip(params, grads):
         p.grad = gr
     opts = {name: make_optimizer(name, params) for name in names}
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for round_ in range(repeats + 1):  # round 0 is the warm-up
-        for name, opt in opts.items():
-            t0 = time.perf_counter()
-            opt.step()
-            if round_:
-                times[name].append(time.perf_counter() - t0)
+    times = interleaved_step_times(opts, repeats)
     results = {name: {"seconds": min(times[name]), "state_bytes": state_bytes(opts[name])} for name in names}
     for name in names:
         print(f"  {name:10s} step min {results[name]['seconds'] * 1e3:9.1f} ms  "
@@ -158,13 +165,7 @@ def bench_embedding(repeats: int) -> None:
         rule = RowNormRule(RowNormHParams(momentum=0.95, orientation="row", center=center))
         group = {"params": [wte], "param_names": ["wte"], "role": "matrix", "lr": 5e-3, "weight_decay": 0.0}
         opts[name] = OrthogonalizedOptimizer([group], rule)
-    times: dict[str, list[float]] = {name: [] for name in opts}
-    for round_ in range(repeats + 1):  # round 0 is the warm-up
-        for name, opt in opts.items():
-            t0 = time.perf_counter()
-            opt.step()
-            if round_:
-                times[name].append(time.perf_counter() - t0)
+    times = interleaved_step_times(opts, repeats)
     print("\n| embedding rule (50304 x 768) | step min (ms) | median (ms) | vs AdamW | state B/param |")
     print("|---|---|---|---|---|")
     for name, opt in opts.items():
